@@ -1,0 +1,41 @@
+# Developer entry points. `make test` runs every test; `make bench` runs the benchmark standalone.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: venv inference test lint typecheck unit bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+# Optional: torch + transformers, so the transformers backend's tests run too (about 5 GB).
+inference: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[test,inference]'
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+
+unit: $(STAMP)
+	$(PY) -m pytest
+
+test: lint typecheck unit
+
+# The benchmark standalone, on a machine without a GPU: synthetic inference, replayed power.
+bench: $(STAMP)
+	$(PY) -m modelgrid_bench run --backend synthetic --power-source replay:builtin:h200-decode \
+	  --samples 20 --tokens 128 --repeats 3 --idle-baseline-s 2
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis modelgrid-results

@@ -1,0 +1,78 @@
+"""The backend interface and the factory that picks one. Pure apart from the factory's imports."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from modelgrid_bench.contract import BackendInfo
+from modelgrid_bench.errors import BadInputError
+
+Clock = Callable[[], float]
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    input_tokens: int
+    output_tokens: int
+    temperature: float
+    top_p: float
+    seed: int
+
+
+@dataclass(frozen=True)
+class BatchTiming:
+    """One batch on the sampler clock. Per prompt: first token time and token counts."""
+
+    start_s: float
+    first_token_s: list[float]
+    end_s: float
+    input_tokens: list[int]
+    output_tokens: list[int]
+
+
+class Backend(Protocol):
+    #: Compute processes this backend expects on each GPU (its own, or the server's).
+    gpu_processes: int
+
+    def info(self) -> BackendInfo: ...
+
+    def load(self) -> None: ...
+
+    def generate(self, prompts: list[str], params: GenerationParams, clock: Clock) -> BatchTiming: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class BackendOptions:
+    kind: str
+    model: str
+    endpoint: str | None = None
+    served_model: str | None = None
+    device: str = "auto"
+    dtype: str = "auto"
+    engine_extensions: bool = True
+    synthetic_step_s: float = 0.002
+    synthetic_prefill_s_per_token: float = 0.00002
+
+
+def open_backend(opts: BackendOptions) -> Backend:
+    if opts.kind == "synthetic":
+        from modelgrid_bench.backends.synthetic import SyntheticBackend
+
+        return SyntheticBackend(opts.model, opts.synthetic_step_s, opts.synthetic_prefill_s_per_token)
+    if opts.kind == "transformers":
+        from modelgrid_bench.backends.hf import TransformersBackend
+
+        return TransformersBackend(opts.model, device=opts.device, dtype=opts.dtype)
+    if opts.kind == "openai":
+        from modelgrid_bench.backends.openai import OpenAIBackend
+
+        if not opts.endpoint:
+            raise BadInputError("the openai backend needs --endpoint URL (e.g. http://127.0.0.1:8000)")
+        return OpenAIBackend(
+            opts.endpoint, opts.served_model or opts.model, extensions=opts.engine_extensions
+        )
+    raise BadInputError(f"unknown backend {opts.kind!r}: use transformers, openai or synthetic")

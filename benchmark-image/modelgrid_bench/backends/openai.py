@@ -1,0 +1,123 @@
+"""OpenAI-compatible HTTP backend: measures a model served by vLLM, TGI or Ollama on the same GPU.
+
+Does I/O (HTTP). Requests stream (server-sent events) so the first token's arrival is observed.
+Exact output length relies on the engine's extensions `min_tokens` and `ignore_eos` (vLLM);
+with `extensions=False` they are not sent, and a short completion shows up as a
+`token_mismatch` flag, with the server's own token counts used for every per-token figure.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+
+from modelgrid_bench.backends.base import BatchTiming, Clock, GenerationParams
+from modelgrid_bench.contract import BackendInfo
+from modelgrid_bench.errors import BackendError, BadInputError
+
+TIMEOUT_S = 600.0
+CHARS_PER_TOKEN = 4
+
+
+def sized_prompt(text: str, tokens: int) -> str:
+    """Repeat or cut a prompt to about `tokens` tokens (the server reports the exact count)."""
+    want = max(tokens * CHARS_PER_TOKEN, 1)
+    out = text
+    while len(out) < want:
+        out = out + " " + text
+    return out[:want]
+
+
+class OpenAIBackend:
+    gpu_processes = 1
+
+    def __init__(self, endpoint: str, model: str, *, extensions: bool = True) -> None:
+        if not endpoint.startswith(("http://", "https://")):
+            raise BadInputError(f"--endpoint must be an http(s) URL, got {endpoint!r}")
+        self._endpoint = endpoint.rstrip("/")
+        self._model = model
+        self._extensions = extensions
+        self._client: httpx.Client | None = None
+
+    def info(self) -> BackendInfo:
+        return BackendInfo(
+            kind="openai",
+            model=self._model,
+            detail=f"{self._endpoint}/v1/completions, extensions={'on' if self._extensions else 'off'}",
+            simulated=False,
+        )
+
+    def load(self) -> None:
+        self._client = httpx.Client(base_url=self._endpoint, timeout=TIMEOUT_S)
+        try:
+            resp = self._client.get("/v1/models")
+        except httpx.HTTPError as exc:
+            raise BackendError(f"inference endpoint {self._endpoint} is unreachable: {exc}") from exc
+        if resp.status_code != 200:
+            raise BackendError(f"{self._endpoint}/v1/models answered HTTP {resp.status_code}")
+
+    def generate(self, prompts: list[str], params: GenerationParams, clock: Clock) -> BatchTiming:
+        if self._client is None:
+            raise BackendError("generate() before load()")
+        sized = [sized_prompt(p, params.input_tokens) for p in prompts]
+        body: dict[str, Any] = {
+            "model": self._model,
+            "prompt": sized[0] if len(sized) == 1 else sized,
+            "max_tokens": params.output_tokens,
+            "temperature": params.temperature,
+            "top_p": params.top_p,
+            "seed": params.seed,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        if self._extensions:
+            body.update(min_tokens=params.output_tokens, ignore_eos=True)
+        n = len(prompts)
+        first: list[float | None] = [None] * n
+        chunks = [0] * n
+        usage: dict[str, Any] | None = None
+        start = clock()
+        try:
+            with self._client.stream("POST", "/v1/completions", json=body) as resp:
+                if resp.status_code != 200:
+                    resp.read()
+                    raise BackendError(
+                        f"completion request failed: HTTP {resp.status_code}: {resp.text[:300]}"
+                    )
+                for line in resp.iter_lines():
+                    if not line.startswith("data:"):
+                        continue
+                    payload = line[5:].strip()
+                    if payload == "[DONE]":
+                        break
+                    event = json.loads(payload)
+                    now = clock()
+                    for choice in event.get("choices") or []:
+                        idx = int(choice.get("index", 0))
+                        if 0 <= idx < n and choice.get("text"):
+                            chunks[idx] += 1
+                            if first[idx] is None:
+                                first[idx] = now
+                    if event.get("usage"):
+                        usage = event["usage"]
+        except (httpx.HTTPError, json.JSONDecodeError, ValueError) as exc:
+            raise BackendError(f"streaming completion failed: {exc}") from exc
+        end = clock()
+        if usage and "completion_tokens" in usage:
+            # The server's count is the truth for tokens; chunks may carry several tokens.
+            per = int(usage["completion_tokens"]) // n
+            out_tokens = [per] * n
+            in_tokens = [int(usage.get("prompt_tokens", params.input_tokens * n)) // n] * n
+        else:
+            out_tokens = chunks
+            in_tokens = [params.input_tokens] * n
+        return BatchTiming(
+            start, [f if f is not None else end for f in first], end, in_tokens, out_tokens
+        )
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None

@@ -1,0 +1,574 @@
+"""The benchmark's result contract: versioned pydantic models shared with the operator. Pure.
+
+Two forms exist. `BenchmarkResult` is the full record written next to the raw evidence.
+`CompactResult` is what travels through the pod's termination message: `encode_compact` always
+returns at most `TERMINATION_MESSAGE_LIMIT_BYTES` bytes of ASCII JSON, dropping the least
+important detail first and naming what it dropped in `truncated`. `decode_compact` is the one way
+to read it back; it refuses (with a `ResultRejected` reason) anything oversized, malformed, of an
+unknown schema, or internally inconsistent.
+
+Every figure carries its unit in its name. The keys of the program's original JSON that a
+benchmark can know (`power_cv`, `avg_power_watts`, `peak_power_watts`, `joules_per_token`,
+`tokens_per_joule`) are kept verbatim in the compact form.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    computed_field,
+    field_validator,
+    model_validator,
+)
+
+SCHEMA_FULL = "modelgrid.bench/full/v1"
+SCHEMA_COMPACT = "modelgrid.bench/v1"
+TERMINATION_MESSAGE_LIMIT_BYTES = 4096
+
+#: Sources whose figures did not come from a real GPU's NVML counters.
+SIMULATED_SOURCES = frozenset({"replay", "synthetic"})
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --------------------------------------------------------------------------- workload
+
+
+class PromptType(StrEnum):
+    CONVERSATIONAL = "conversational"
+    CODE = "code"
+    TRANSLATION = "translation"
+
+
+class Workload(_Strict):
+    """The declared inference load. Field bounds match the ModelQualification CRD."""
+
+    samples: Annotated[int, Field(ge=1, le=100_000, description="Prompts per run")] = 20
+    tokens_per_sample: Annotated[int, Field(ge=1, le=32_768)] = 128
+    batch_size: Annotated[int, Field(ge=1, le=1024)] = 1
+    input_tokens: Annotated[int, Field(ge=1, le=131_072)] = 128
+    temperature: Annotated[float, Field(ge=0.0, le=2.0)] = 0.0
+    top_p: Annotated[float, Field(gt=0.0, le=1.0)] = 1.0
+    prompt_type: PromptType = PromptType.CONVERSATIONAL
+    warmup_samples: Annotated[int, Field(ge=0, le=10_000)] = 2
+    repeats: Annotated[int, Field(ge=1, le=100)] = 3
+    concurrency: Annotated[int, Field(ge=1, le=1024)] = 1
+    seed: Annotated[int, Field(ge=0, le=2**31 - 1)] = 0
+
+    def digest(self) -> str:
+        """A short stable fingerprint, so a result can be matched to the workload that asked."""
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------- environment
+
+
+class GpuInfo(_Strict):
+    index: int
+    name: str
+    uuid: str
+    vbios_version: str | None = None
+    power_limit_w: float | None = None
+    memory_total_mib: float | None = None
+    mig_mode: Literal["enabled", "disabled", "unsupported"] = "unsupported"
+
+
+class PowerSourceKind(StrEnum):
+    NVML = "nvml"
+    REPLAY = "replay"
+    SYNTHETIC = "synthetic"
+
+
+class PowerSourceInfo(_Strict):
+    kind: PowerSourceKind
+    detail: str = ""
+    instant_power_field: bool = Field(
+        description="True when instant power came from NVML_FI_DEV_POWER_INSTANT"
+    )
+    energy_counter: bool = Field(description="True when the NVML energy counter was available")
+    notes: list[str] = Field(default_factory=list)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def simulated(self) -> bool:
+        return self.kind.value in SIMULATED_SOURCES
+
+    @model_validator(mode="before")
+    @classmethod
+    def _check_derived(cls, data: Any) -> Any:
+        # `simulated` is derived from the kind; a serialized copy may carry it, never override it.
+        if isinstance(data, dict) and "simulated" in data:
+            data = dict(data)
+            claimed = data.pop("simulated")
+            if bool(claimed) != (str(data.get("kind")) in SIMULATED_SOURCES):
+                raise ValueError("'simulated' contradicts the power source kind")
+        return data
+
+
+class Environment(_Strict):
+    hostname: str = ""
+    node_name: str = ""
+    driver_version: str = ""
+    cuda_driver_version: str = ""
+    nvml_version: str = ""
+    python_version: str = ""
+    bench_version: str = ""
+    torch_version: str | None = None
+    transformers_version: str | None = None
+    gpus: list[GpuInfo] = Field(default_factory=list)
+
+
+class BackendInfo(_Strict):
+    kind: Literal["transformers", "openai", "synthetic"]
+    model: str
+    detail: str = ""
+    simulated: bool
+
+
+class SamplerConfig(_Strict):
+    interval_s: Annotated[float, Field(ge=0.005, le=1.0)] = 0.025
+    telemetry_interval_s: Annotated[float, Field(ge=0.05, le=10.0)] = 0.5
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+class SamplerHealth(_Strict):
+    requested_interval_s: float
+    achieved_interval_s: float
+    achieved_rate_hz: float
+    longest_gap_s: float
+    gaps_over_2x: int
+    samples: int
+    read_errors: int
+    healthy: bool
+
+
+class Spread(_Strict):
+    """Run-to-run statistics of one metric (sample std, ddof=1, as in the per-run reports)."""
+
+    n: int
+    mean: float
+    std: float
+    min: float
+    max: float
+    range: float
+    cv: float | None
+
+
+class PowerStats(_Strict):
+    """Time-weighted statistics of total instant power over a window."""
+
+    avg_power_w: float
+    peak_power_w: float
+    min_power_w: float
+    power_std_w: float
+    power_variance_w2: float
+    power_range_w: float
+    p5_power_w: float
+    p50_power_w: float
+    p95_power_w: float
+    power_cv_instant: float | None
+
+
+class RunMetrics(_Strict):
+    run: int
+    window_start_s: float
+    window_end_s: float
+    duration_s: float
+    requests: int
+    input_tokens: int
+    output_tokens: int
+    energy_j: float = Field(description="From the energy counter (or the fallback method)")
+    energy_integral_j: float | None = Field(description="Trapezoid integral of instant power")
+    energy_discrepancy_pct: float | None
+    avg_power_w: float = Field(description="energy_j / duration_s")
+    instant: PowerStats | None
+    power_cv_1s: float | None = Field(description="CV of 1 s energy-counter window powers")
+    windows_1s: int
+    joules_per_token: float | None
+    tokens_per_joule: float | None
+    wh_per_1k_queries: float | None
+    tokens_per_s: float
+    ttft_mean_s: float | None
+    ttft_p50_s: float | None
+    ttft_p95_s: float | None
+    prefill_energy_j: float | None
+    decode_energy_j: float | None
+    prefill_time_s: float
+    decode_time_s: float
+    prefill_avg_power_w: float | None
+    decode_avg_power_w: float | None
+    energy_above_idle_j: float | None
+    joules_per_token_above_idle: float | None
+    throttled_s: float
+    max_temperature_c: float | None
+    mean_sm_clock_mhz: float | None
+
+
+class PooledMetrics(_Strict):
+    runs: int
+    duration_s: float
+    energy_j: float
+    output_tokens: int
+    requests: int
+    avg_power_w: float
+    peak_power_w: float | None
+    min_power_w: float | None
+    power_std_w: float | None
+    p5_power_w: float | None
+    p50_power_w: float | None
+    p95_power_w: float | None
+    power_cv: float | None = Field(description="The tier metric (see tier_metric)")
+    power_cv_ci95: tuple[float, float] | None
+    power_cv_instant: float | None
+    joules_per_token: float | None
+    tokens_per_joule: float | None
+    wh_per_1k_queries: float | None
+    tokens_per_query: float
+    tokens_per_s: float
+    ttft_p50_s: float | None
+    prefill_energy_j: float | None
+    decode_energy_j: float | None
+    energy_discrepancy_pct: float | None
+    idle_power_w: float | None
+    joules_per_token_above_idle: float | None
+    throttled_s: float
+
+
+class Flag(StrEnum):
+    SIMULATED = "simulated"
+    CONTENTION = "contention"
+    GPU_NOT_IDLE = "gpu_not_idle"
+    THROTTLED = "throttled"
+    ENERGY_DISCREPANCY = "energy_discrepancy"
+    ENERGY_FALLBACK = "energy_fallback"
+    ENERGY_COUNTER_RESET = "energy_counter_reset"
+    SAMPLER_DEGRADED = "sampler_degraded"
+    SHORT_WINDOW = "short_window"
+    TOKEN_MISMATCH = "token_mismatch"
+    NO_INSTANT_POWER = "no_instant_power"
+
+
+class Refusal(_Strict):
+    reason: str
+    message: str
+
+
+TIER_METRIC = "power_cv_1s"
+TIER_METRIC_TIME_SCALE_S = 1.0
+
+
+class BenchmarkResult(_Strict):
+    """The full result. `simulated` is derived, never stored, so nothing can set it to false."""
+
+    schema_: Literal["modelgrid.bench/full/v1"] = Field(default=SCHEMA_FULL, alias="schema")
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    workload: Workload
+    workload_digest: str
+    backend: BackendInfo
+    power_source: PowerSourceInfo
+    sampler: SamplerConfig
+    environment: Environment
+    tier_metric: str = TIER_METRIC
+    cv_time_scale_s: float = TIER_METRIC_TIME_SCALE_S
+    runs: list[RunMetrics]
+    pooled: PooledMetrics | None
+    run_to_run: dict[str, Spread]
+    sampler_health: SamplerHealth
+    per_gpu_avg_power_w: list[float]
+    flags: list[Flag]
+    refusal: Refusal | None = None
+    notes: list[str] = Field(default_factory=list)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def simulated(self) -> bool:
+        return self.power_source.simulated or self.backend.simulated
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_derived(cls, data: Any) -> Any:
+        # `simulated` is computed; a serialized copy carries it, and it must agree, not override.
+        if isinstance(data, dict) and "simulated" in data:
+            data = dict(data)
+            claimed = data.pop("simulated")
+            source = data.get("power_source")
+            backend = data.get("backend")
+            kind = source.get("kind") if isinstance(source, dict) else None
+            backend_sim = backend.get("simulated") if isinstance(backend, dict) else None
+            derived = (kind in SIMULATED_SOURCES) or bool(backend_sim)
+            if bool(claimed) != derived:
+                raise ValueError("'simulated' contradicts the power source and backend")
+        return data
+
+
+# --------------------------------------------------------------------------- compact form
+
+
+class CompactGpu(_Strict):
+    name: str
+    count: int
+    driver: str
+    cuda: str
+    uuids: list[str]
+
+
+class CompactRuns(_Strict):
+    power_cv: list[float | None]
+    avg_power_w: list[float]
+    joules_per_token: list[float | None]
+    tokens_per_s: list[float]
+
+
+class CompactResult(_Strict):
+    """What the operator reads. Keys of the program's original JSON are kept verbatim."""
+
+    schema_: Literal["modelgrid.bench/v1"] = Field(alias="schema")
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    ok: bool
+    simulated: bool
+    source: PowerSourceKind
+    backend: Literal["transformers", "openai", "synthetic"]
+    model: str
+    workload_digest: str
+    node: str
+    gpu: CompactGpu
+    tier_metric: str
+    cv_time_scale_s: float
+    sample_interval_s: float
+    power_cv: float | None
+    power_cv_ci95: tuple[float, float] | None
+    power_cv_instant: float | None
+    avg_power_watts: float | None
+    peak_power_watts: float | None
+    power_std_w: float | None
+    p95_power_w: float | None
+    joules_per_token: float | None
+    tokens_per_joule: float | None
+    tokens_per_s: float | None
+    ttft_p50_s: float | None
+    energy_j: float | None
+    duration_s: float | None
+    output_tokens: int | None
+    idle_power_w: float | None
+    wh_per_1k_queries: float | None
+    energy_discrepancy_pct: float | None
+    runs: CompactRuns | None
+    run_stats: dict[str, Spread] | None
+    flags: list[Flag]
+    refusal: Refusal | None
+    truncated: list[str]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> CompactResult:
+        if self.source.value in SIMULATED_SOURCES and not self.simulated:
+            raise ValueError(f"a result from the {self.source.value} source must be simulated")
+        if self.backend == "synthetic" and not self.simulated:
+            raise ValueError("a result from the synthetic backend must be simulated")
+        if self.simulated and Flag.SIMULATED not in self.flags:
+            raise ValueError("a simulated result must carry the 'simulated' flag")
+        if self.ok and self.refusal is not None:
+            raise ValueError("a result cannot be both ok and refused")
+        return self
+
+    @field_validator("power_cv", "power_cv_instant")
+    @classmethod
+    def _cv_range(cls, v: float | None) -> float | None:
+        if v is not None and not (0.0 <= v < 100.0):
+            raise ValueError("a coefficient of variation must be a finite non-negative number")
+        return v
+
+
+class ResultRejected(Exception):
+    """The compact result cannot be trusted; `reason` is a stable CamelCase word."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(f"{reason}: {message}")
+        self.reason = reason
+        self.message = message
+
+
+def _round(value: float | None, digits: int = 5) -> float | None:
+    if value is None or not math.isfinite(value):
+        return None
+    if value == 0:
+        return 0.0
+    return float(f"{value:.{digits}g}")
+
+
+def _truncate(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    tail = hashlib.sha256(text.encode()).hexdigest()[:8]
+    return text[: limit - 10] + "~" + tail
+
+
+def _compact_dict(result: BenchmarkResult, level: int) -> dict[str, Any]:
+    pooled = result.pooled
+    env = result.environment
+    name_limit = 200 if level < 3 else 63
+    gpus = env.gpus
+    uuids = [g.uuid for g in gpus] if level < 4 else []
+    truncated: list[str] = []
+    if level >= 1:
+        truncated.append("runs")
+    if level >= 2:
+        truncated.append("run_stats")
+    if level >= 3:
+        truncated.append("names")
+    if level >= 4:
+        truncated.append("uuids")
+    runs: dict[str, Any] | None = None
+    if level < 1 and result.runs:
+        runs = {
+            "power_cv": [_round(r.power_cv_1s, 4) for r in result.runs],
+            "avg_power_w": [_round(r.avg_power_w, 5) for r in result.runs],
+            "joules_per_token": [_round(r.joules_per_token, 4) for r in result.runs],
+            "tokens_per_s": [_round(r.tokens_per_s, 4) for r in result.runs],
+        }
+    run_stats: dict[str, Any] | None = None
+    if level < 2 and result.run_to_run:
+        run_stats = {
+            key: {
+                "n": s.n,
+                "mean": _round(s.mean),
+                "std": _round(s.std),
+                "min": _round(s.min),
+                "max": _round(s.max),
+                "range": _round(s.range),
+                "cv": _round(s.cv),
+            }
+            for key, s in result.run_to_run.items()
+        }
+    ci = pooled.power_cv_ci95 if pooled else None
+    return {
+        "schema": SCHEMA_COMPACT,
+        "ok": result.refusal is None,
+        "simulated": result.simulated,
+        "source": result.power_source.kind.value,
+        "backend": result.backend.kind,
+        "model": _truncate(result.backend.model, name_limit),
+        "workload_digest": result.workload_digest,
+        "node": _truncate(env.node_name or env.hostname, name_limit),
+        "gpu": {
+            "name": _truncate(gpus[0].name if gpus else "", name_limit),
+            "count": len(gpus),
+            "driver": _truncate(env.driver_version, 32),
+            "cuda": _truncate(env.cuda_driver_version, 16),
+            "uuids": [_truncate(u, 64) for u in uuids],
+        },
+        "tier_metric": result.tier_metric,
+        "cv_time_scale_s": result.cv_time_scale_s,
+        "sample_interval_s": result.sampler.interval_s,
+        "power_cv": _round(pooled.power_cv) if pooled else None,
+        "power_cv_ci95": [_round(ci[0]), _round(ci[1])] if ci else None,
+        "power_cv_instant": _round(pooled.power_cv_instant) if pooled else None,
+        "avg_power_watts": _round(pooled.avg_power_w) if pooled else None,
+        "peak_power_watts": _round(pooled.peak_power_w) if pooled else None,
+        "power_std_w": _round(pooled.power_std_w) if pooled else None,
+        "p95_power_w": _round(pooled.p95_power_w) if pooled else None,
+        "joules_per_token": _round(pooled.joules_per_token) if pooled else None,
+        "tokens_per_joule": _round(pooled.tokens_per_joule) if pooled else None,
+        "tokens_per_s": _round(pooled.tokens_per_s) if pooled else None,
+        "ttft_p50_s": _round(pooled.ttft_p50_s) if pooled else None,
+        "energy_j": _round(pooled.energy_j, 7) if pooled else None,
+        "duration_s": _round(pooled.duration_s, 6) if pooled else None,
+        "output_tokens": pooled.output_tokens if pooled else None,
+        "idle_power_w": _round(pooled.idle_power_w) if pooled else None,
+        "wh_per_1k_queries": _round(pooled.wh_per_1k_queries) if pooled else None,
+        "energy_discrepancy_pct": _round(pooled.energy_discrepancy_pct, 3) if pooled else None,
+        "runs": runs,
+        "run_stats": run_stats,
+        "flags": [f.value for f in result.flags],
+        "refusal": (
+            {
+                "reason": result.refusal.reason,
+                "message": _truncate(result.refusal.message, 300 if level < 3 else 120),
+            }
+            if result.refusal
+            else None
+        ),
+        "truncated": truncated,
+    }
+
+
+def encode_compact(
+    result: BenchmarkResult, limit_bytes: int = TERMINATION_MESSAGE_LIMIT_BYTES
+) -> str:
+    """Serialize the compact form, shedding detail until it fits in `limit_bytes`."""
+    for level in range(5):
+        text = json.dumps(_compact_dict(result, level), separators=(",", ":"), ensure_ascii=True)
+        if len(text) <= limit_bytes:
+            return text
+    raise ValueError(f"compact result does not fit in {limit_bytes} bytes even when reduced")
+
+
+def compact_of(result: BenchmarkResult) -> CompactResult:
+    """The compact model exactly as the operator will see it after a round trip."""
+    return decode_compact(encode_compact(result))
+
+
+def decode_compact(
+    raw: str | bytes, limit_bytes: int = TERMINATION_MESSAGE_LIMIT_BYTES
+) -> CompactResult:
+    """Parse and validate a termination message. Raises `ResultRejected` with a reason."""
+    data = raw.encode() if isinstance(raw, str) else raw
+    if len(data) == 0:
+        raise ResultRejected("EmptyResult", "the benchmark left no termination message")
+    if len(data) > limit_bytes:
+        raise ResultRejected(
+            "OversizedResult", f"the result is {len(data)} bytes; at most {limit_bytes} are allowed"
+        )
+    try:
+        obj = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ResultRejected("MalformedResult", f"the result is not JSON: {exc}") from exc
+    if not isinstance(obj, dict):
+        raise ResultRejected("MalformedResult", "the result is not a JSON object")
+    schema = obj.get("schema")
+    if schema != SCHEMA_COMPACT:
+        raise ResultRejected(
+            "UnknownSchemaVersion",
+            f"schema {schema!r} is not understood; expected {SCHEMA_COMPACT!r}",
+        )
+    try:
+        return CompactResult.model_validate(obj)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ())) or "result"
+        raise ResultRejected(
+            "MalformedResult",
+            f"{where}: {first.get('msg', 'invalid')} ({exc.error_count()} errors)",
+        ) from exc
+
+
+SCHEMA_FAILURE = "modelgrid.bench/failure/v1"
+
+
+class BenchFailure(_Strict):
+    """What a benchmark that could not produce a result leaves in its termination message."""
+
+    schema_: Literal["modelgrid.bench/failure/v1"] = Field(default=SCHEMA_FAILURE, alias="schema")
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    reason: str = Field(max_length=64)
+    message: str = Field(max_length=1024)
+    exit_code: int
+
+    def encode(self) -> str:
+        return self.model_dump_json(by_alias=True)

@@ -1,0 +1,232 @@
+"""Runs one benchmark session: sample, baseline, warm up, run the repeats, analyse. Does I/O.
+
+Order of a session, all on the sampler's clock:
+1. identify the GPUs and refuse a wrong product or count before any work;
+2. start the sampler, load the model;
+3. idle baseline with the model loaded (refuse at once if another process holds the GPU);
+4. warm-up requests (recorded, excluded from every metric);
+5. `repeats` independent runs of the declared workload, `concurrency` streams each;
+6. a short tail so the energy counter has updated past the last request, then stop and analyse.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import queue
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+from modelgrid_bench import __version__
+from modelgrid_bench.analysis import analyze
+from modelgrid_bench.backends.base import Backend, GenerationParams
+from modelgrid_bench.contract import BenchmarkResult, Environment, GpuInfo, SamplerConfig, Workload
+from modelgrid_bench.errors import BenchError, RefusalReason, RefusedError
+from modelgrid_bench.evidence import write_evidence, write_result
+from modelgrid_bench.records import (
+    Evidence,
+    Interval,
+    RequestRecord,
+    RunRecord,
+    SessionMeta,
+    Timeline,
+)
+from modelgrid_bench.sampler import Sampler
+from modelgrid_bench.sources import PowerSource
+from modelgrid_bench.workload import batches, prompts
+
+log = logging.getLogger(__name__)
+
+TAIL_S = 0.35
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    workload: Workload
+    sampler: SamplerConfig
+    idle_baseline_s: float = 5.0
+    expect_gpu: str | None = None
+    expect_gpu_count: int | None = None
+    allowed_gpu_processes: int | None = None
+    output_dir: Path | None = None
+
+
+def normalise_product(name: str) -> str:
+    """'NVIDIA-H200' (a node label) and 'NVIDIA H200' (NVML's name) compare equal."""
+    return " ".join(name.replace("-", " ").replace("_", " ").split()).casefold()
+
+
+def check_gpus(gpus: list[GpuInfo], expect: str | None, count: int | None) -> None:
+    if not gpus:
+        raise RefusedError(RefusalReason.NO_GPU, "no GPU is visible to the benchmark")
+    if expect is not None:
+        wrong = [g for g in gpus if normalise_product(g.name) != normalise_product(expect)]
+        if wrong:
+            raise RefusedError(
+                RefusalReason.WRONG_GPU,
+                f"GPU {wrong[0].index} is a {wrong[0].name!r}, but the qualification requires "
+                f"{expect!r}",
+            )
+    if count is not None and len(gpus) != count:
+        raise RefusedError(
+            RefusalReason.WRONG_GPU, f"{len(gpus)} GPU(s) are visible, but {count} were requested"
+        )
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def environment(source: PowerSource, gpus: list[GpuInfo]) -> Environment:
+    system = source.system()
+    return Environment(
+        hostname=socket.gethostname(),
+        node_name=os.environ.get("NODE_NAME", ""),
+        driver_version=system.driver_version,
+        cuda_driver_version=system.cuda_driver_version,
+        nvml_version=system.nvml_version,
+        python_version=platform.python_version(),
+        bench_version=__version__,
+        torch_version=_version("torch"),
+        transformers_version=_version("transformers"),
+        gpus=gpus,
+    )
+
+
+def _run_requests(
+    backend: Backend, items: list[str], workload: Workload, sampler: Sampler
+) -> list[RequestRecord]:
+    """Run prompts in batches over `concurrency` streams; one record per prompt."""
+    params = GenerationParams(
+        input_tokens=workload.input_tokens,
+        output_tokens=workload.tokens_per_sample,
+        temperature=workload.temperature,
+        top_p=workload.top_p,
+        seed=workload.seed,
+    )
+    work: queue.Queue[list[str]] = queue.Queue()
+    for b in batches(items, workload.batch_size):
+        work.put(b)
+    records: list[RequestRecord] = []
+    lock = threading.Lock()
+    errors: list[BaseException] = []
+
+    def stream(index: int) -> None:
+        while not errors:
+            try:
+                batch = work.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                timing = backend.generate(batch, params, sampler.now_s)
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+                errors.append(exc)
+                return
+            with lock:
+                for i in range(len(batch)):
+                    records.append(
+                        RequestRecord(
+                            start_s=timing.start_s,
+                            first_token_s=timing.first_token_s[i],
+                            end_s=timing.end_s,
+                            input_tokens=timing.input_tokens[i],
+                            output_tokens=timing.output_tokens[i],
+                            stream=index,
+                        )
+                    )
+
+    threads = [
+        threading.Thread(target=stream, args=(i,), name=f"stream-{i}")
+        for i in range(min(workload.concurrency, max(work.qsize(), 1)))
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    records.sort(key=lambda r: (r.start_s, r.stream))
+    return records
+
+
+def run_session(
+    config: SessionConfig, source: PowerSource, backend: Backend
+) -> tuple[Evidence, BenchmarkResult]:
+    gpus = source.gpus()
+    check_gpus(gpus, config.expect_gpu, config.expect_gpu_count)
+    env = environment(source, gpus)
+    workload = config.workload
+    allowed = (
+        config.allowed_gpu_processes
+        if config.allowed_gpu_processes is not None
+        else backend.gpu_processes
+    )
+    sampler = Sampler(source, config.sampler.interval_s, config.sampler.telemetry_interval_s)
+    timeline = Timeline()
+    sampler.start()
+    try:
+        log.info("loading model %s", backend.info().model)
+        backend.load()
+        if config.idle_baseline_s > 0:
+            b0 = sampler.now_s()
+            time.sleep(config.idle_baseline_s)
+            timeline.baseline = Interval(start_s=b0, end_s=sampler.now_s())
+            crowded = [r for r in sampler.last_slow() if r.process_count > allowed]
+            if crowded:
+                raise RefusedError(
+                    RefusalReason.CONTENTION,
+                    f"{crowded[0].process_count} compute processes on GPU {crowded[0].gpu} "
+                    f"before the load started, where {allowed} was expected",
+                )
+        if workload.warmup_samples:
+            log.info("warm-up: %d samples", workload.warmup_samples)
+            timeline.warmup = _run_requests(
+                backend, prompts(workload, warmup=True), workload, sampler
+            )
+        measured = prompts(workload)
+        for r in range(workload.repeats):
+            log.info("run %d/%d: %d samples", r + 1, workload.repeats, workload.samples)
+            start = sampler.now_s()
+            reqs = _run_requests(backend, measured, workload, sampler)
+            timeline.runs.append(
+                RunRecord(index=r, start_s=start, end_s=sampler.now_s(), requests=reqs)
+            )
+        time.sleep(max(TAIL_S, 3 * config.sampler.interval_s))
+    finally:
+        sampler.stop()
+        backend.close()
+    if sampler.error is not None:
+        raise sampler.error
+    meta = SessionMeta(
+        workload=workload,
+        backend=backend.info(),
+        power_source=source.info(),
+        sampler=config.sampler,
+        environment=env,
+        sampler_read_errors=sampler.read_errors,
+        allowed_gpu_processes=allowed,
+        expected_output_tokens_per_request=workload.tokens_per_sample,
+        notes=list(sampler.notes),
+    )
+    evidence = Evidence(meta, timeline, sampler.trace(), sampler.telemetry())
+    result = analyze(evidence)
+    if config.output_dir is not None:
+        write_evidence(config.output_dir, evidence)
+        write_result(config.output_dir, result)
+    return evidence, result
+
+
+def refusal_error(result: BenchmarkResult) -> BenchError | None:
+    """The error a refused result exits with (after its evidence has been written)."""
+    if result.refusal is None:
+        return None
+    reason = RefusalReason(result.refusal.reason)
+    return RefusedError(reason, result.refusal.message)

@@ -1,0 +1,210 @@
+"""Builds evidence from analytic power signals whose true metrics are known. Test helper only.
+
+A power signal is a function of time (s) -> W. The energy counter integrates it on a fine grid
+and, like NVML's, only updates every `counter_update_s`; reads happen at `t_s` sample times.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from modelgrid_bench.contract import (
+    BackendInfo,
+    Environment,
+    GpuInfo,
+    PowerSourceInfo,
+    PowerSourceKind,
+    SamplerConfig,
+    Workload,
+)
+from modelgrid_bench.records import (
+    TELEMETRY_COLUMNS,
+    Evidence,
+    Interval,
+    RequestRecord,
+    RunRecord,
+    SessionMeta,
+    Telemetry,
+    Timeline,
+    Trace,
+)
+
+PowerFn = Callable[[np.ndarray], np.ndarray]
+FINE_S = 1e-5
+READ_PHASE_S = 0.0037
+
+
+def constant(w: float) -> PowerFn:
+    return lambda t: np.full(np.shape(t), w, dtype=np.float64)
+
+
+def square(low: float, high: float, period_s: float, duty: float = 0.5) -> PowerFn:
+    return lambda t: np.where((np.asarray(t) % period_s) < duty * period_s, high, low)
+
+
+def ramp(start_w: float, end_w: float, t0: float, t1: float) -> PowerFn:
+    return lambda t: start_w + (end_w - start_w) * np.clip((np.asarray(t) - t0) / (t1 - t0), 0, 1)
+
+
+def energy_counter(power: PowerFn, t_s: np.ndarray, update_s: float, t_end: float) -> np.ndarray:
+    """Counter value (J) read at each t_s: energy up to the last update before the read."""
+    fine = np.arange(0.0, t_end + 2 * update_s, FINE_S)
+    p = power(fine)
+    cum = np.concatenate(([0.0], np.cumsum((p[1:] + p[:-1]) / 2.0 * FINE_S)))
+    if update_s <= 0:
+        return np.interp(t_s, fine, cum) + 1.0e6
+    last = np.floor(t_s / update_s + 1e-9) * update_s
+    return np.interp(last, fine, cum) + 1.0e6  # counters start at an arbitrary offset
+
+
+def true_energy(power: PowerFn, a: float, b: float) -> float:
+    fine = np.arange(a, b + FINE_S / 2, FINE_S)
+    p = power(fine)
+    return float(np.sum((p[1:] + p[:-1]) / 2.0 * FINE_S))
+
+
+def make_trace(
+    power: PowerFn,
+    t_s: np.ndarray,
+    *,
+    gpus: int = 1,
+    counter_update_s: float = 0.1,
+    counter: bool = True,
+    per_gpu_scale: Sequence[float] | None = None,
+) -> Trace:
+    t_end = float(t_s[-1])
+    rows_t, rows_g, rows_p, rows_e = [], [], [], []
+    for g in range(gpus):
+        scale = per_gpu_scale[g] if per_gpu_scale else 1.0
+
+        def scaled(x: np.ndarray, s: float = scale) -> np.ndarray:
+            return s * power(x)
+
+        rows_t.append(t_s)
+        rows_g.append(np.full(t_s.size, g))
+        rows_p.append(scaled(t_s))
+        rows_e.append(
+            energy_counter(scaled, t_s, counter_update_s, t_end) if counter else np.full(t_s.size, np.nan)
+        )
+    t = np.concatenate(rows_t)
+    order = np.argsort(t, kind="stable")
+    nan = np.full(t.size, np.nan)
+    return Trace(
+        t_s=t[order],
+        gpu=np.concatenate(rows_g)[order].astype(np.int64),
+        power_w=np.concatenate(rows_p)[order],
+        power_avg_w=nan.copy(),
+        energy_j=np.concatenate(rows_e)[order],
+        power_ts_s=nan.copy(),
+        energy_ts_s=nan.copy(),
+    )
+
+
+def telemetry(
+    t_end: float,
+    *,
+    every_s: float = 0.5,
+    gpus: int = 1,
+    process_count: Callable[[float], int] = lambda t: 1,
+    util_pct: Callable[[float], float] = lambda t: 0.0,
+    reasons: Callable[[float], int] = lambda t: 0,
+    violation_ns: Callable[[float], float] | None = None,
+) -> Telemetry:
+    cols: dict[str, list[float]] = {c: [] for c in TELEMETRY_COLUMNS}
+    for t in np.arange(0.0, t_end + 1e-9, every_s):
+        for g in range(gpus):
+            vals = {
+                "t_s": t, "gpu": g, "sm_clock_mhz": 1980.0, "mem_clock_mhz": 2619.0,
+                "temperature_c": 55.0, "clocks_event_reasons": reasons(t),
+                "power_violation_ns": violation_ns(t) if violation_ns else np.nan,
+                "thermal_violation_ns": 0.0 if violation_ns else np.nan,
+                "power_limit_w": 700.0, "gpu_util_pct": util_pct(t),
+                "process_count": process_count(t),
+            }
+            for c in TELEMETRY_COLUMNS:
+                cols[c].append(float(vals[c]))
+    return Telemetry({c: np.array(v, dtype=np.float64) for c, v in cols.items()})
+
+
+def requests_evenly(
+    a: float, b: float, n: int, *, ttft_s: float = 0.05, tokens: int = 10, input_tokens: int = 8
+) -> list[RequestRecord]:
+    edges = np.linspace(a, b, n + 1)
+    return [
+        RequestRecord(
+            start_s=float(lo), first_token_s=float(lo) + ttft_s, end_s=float(hi),
+            input_tokens=input_tokens, output_tokens=tokens,
+        )
+        for lo, hi in zip(edges[:-1], edges[1:], strict=True)
+    ]
+
+
+def meta(
+    *,
+    gpus: int = 1,
+    interval_s: float = 0.025,
+    kind: PowerSourceKind = PowerSourceKind.NVML,
+    simulated_backend: bool = False,
+    allowed: int = 1,
+    expected_tokens: int | None = None,
+    instant: bool = True,
+    seed: int = 0,
+) -> SessionMeta:
+    return SessionMeta(
+        workload=Workload(seed=seed),
+        backend=BackendInfo(
+            kind="synthetic" if simulated_backend else "transformers",
+            model="test-model",
+            simulated=simulated_backend,
+        ),
+        power_source=PowerSourceInfo(kind=kind, instant_power_field=instant, energy_counter=True),
+        sampler=SamplerConfig(interval_s=interval_s),
+        environment=Environment(
+            gpus=[GpuInfo(index=i, name="NVIDIA H200", uuid=f"GPU-{i}") for i in range(gpus)],
+            driver_version="570.00",
+        ),
+        allowed_gpu_processes=allowed,
+        expected_output_tokens_per_request=expected_tokens,
+    )
+
+
+def evidence(
+    power: PowerFn,
+    runs: Sequence[tuple[float, float]],
+    *,
+    interval_s: float = 0.025,
+    t_end: float | None = None,
+    t_s: np.ndarray | None = None,
+    gpus: int = 1,
+    counter_update_s: float = 0.1,
+    counter: bool = True,
+    baseline: tuple[float, float] | None = None,
+    requests_per_run: int = 10,
+    tel: Telemetry | None = None,
+    run_requests: list[list[RequestRecord]] | None = None,
+    **meta_kw: object,
+) -> Evidence:
+    end = t_end if t_end is not None else max(b for _, b in runs) + 0.5
+    # Reads are not in phase with the counter's updates on a real GPU; an odd offset avoids a
+    # synchronous fake that would favour one knot placement over another.
+    times = t_s if t_s is not None else np.arange(READ_PHASE_S, end, interval_s)
+    trace = make_trace(power, times, gpus=gpus, counter_update_s=counter_update_s, counter=counter)
+    run_records = [
+        RunRecord(
+            index=i, start_s=a, end_s=b,
+            requests=run_requests[i] if run_requests else requests_evenly(a, b, requests_per_run),
+        )
+        for i, (a, b) in enumerate(runs)
+    ]
+    timeline = Timeline(
+        baseline=Interval(start_s=baseline[0], end_s=baseline[1]) if baseline else None,
+        runs=run_records,
+    )
+    return Evidence(
+        meta=meta(gpus=gpus, interval_s=interval_s, **meta_kw),  # type: ignore[arg-type]
+        timeline=timeline,
+        trace=trace,
+        telemetry=tel if tel is not None else telemetry(end, gpus=gpus),
+    )
