@@ -9,7 +9,6 @@ Exit codes (modelgrid_bench.errors.ExitCode): 0 ok, 1 internal error, 2 bad inpu
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -241,7 +240,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("modelgrid-bench: interrupted\n")
         return int(ExitCode.INTERNAL)
-    except Exception as exc:  # noqa: BLE001 - the last line of defence reports, then exits 1
+    except Exception as exc:
         log.exception("internal error")
         sys.stderr.write(f"modelgrid-bench: internal error: {type(exc).__name__}: {exc}\n")
         _write_termination(

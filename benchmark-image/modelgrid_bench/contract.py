@@ -411,7 +411,8 @@ def _round(value: float | None, digits: int = 5) -> float | None:
     return float(f"{value:.{digits}g}")
 
 
-def _truncate(text: str, limit: int) -> str:
+def _cut(text: str, limit: int) -> str:
+    """Shorten text to `limit` characters, keeping a hash of the whole so it stays unique."""
     if len(text) <= limit:
         return text
     tail = hashlib.sha256(text.encode()).hexdigest()[:8]
@@ -429,10 +430,15 @@ def _compact_dict(result: BenchmarkResult, level: int) -> dict[str, Any]:
         truncated.append("runs")
     if level >= 2:
         truncated.append("run_stats")
-    if level >= 3:
-        truncated.append("names")
     if level >= 4:
         truncated.append("uuids")
+
+    def _truncate(text: str, limit: int) -> str:
+        cut = _cut(text, limit)
+        if cut != text and "names" not in truncated:
+            truncated.append("names")
+        return cut
+
     runs: dict[str, Any] | None = None
     if level < 1 and result.runs:
         runs = {

@@ -149,7 +149,7 @@ class NvmlDevices:
             self._closed = True
             try:
                 self.nvml.nvmlShutdown()
-            except Exception:  # noqa: BLE001 - shutdown is best effort on the way out
+            except Exception:
                 pass
 
     # -- errors ---------------------------------------------------------------------------
@@ -263,9 +263,7 @@ class NvmlDevices:
         temp = self._optional(
             "nvmlDeviceGetTemperature", lib.nvmlDeviceGetTemperature, h, TEMPERATURE_GPU
         )
-        reasons_fn = getattr(lib, "nvmlDeviceGetCurrentClocksEventReasons", None) or getattr(
-            lib, "nvmlDeviceGetCurrentClocksThrottleReasons"
-        )
+        reasons_fn = getattr(lib, "nvmlDeviceGetCurrentClocksEventReasons", None) or lib.nvmlDeviceGetCurrentClocksThrottleReasons
         reasons = self._optional("nvmlDeviceGetCurrentClocksEventReasons", reasons_fn, h)
         pviol = self._optional(
             "nvmlDeviceGetViolationStatus", lib.nvmlDeviceGetViolationStatus, h, PERF_POLICY_POWER

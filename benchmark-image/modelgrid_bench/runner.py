@@ -127,7 +127,7 @@ def _run_requests(
                 return
             try:
                 timing = backend.generate(batch, params, sampler.now_s)
-            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+            except BaseException as exc:
                 errors.append(exc)
                 return
             with lock:

@@ -41,7 +41,8 @@ def sample_weights_s(t_s: FloatArray, window: tuple[float, float] | None = None)
 
 
 def weighted_mean(x: FloatArray, w: FloatArray) -> float:
-    return float(np.sum(x * w) / np.sum(w))
+    # Clipped so rounding can never put a mean outside the values it averages.
+    return float(np.clip(np.sum(x * w) / np.sum(w), np.min(x), np.max(x)))
 
 
 def weighted_variance(x: FloatArray, w: FloatArray) -> float:
