@@ -48,22 +48,39 @@ def make(name: str) -> None:
     for i in sample_idx:
         ts = t[i]
         last_update = np.floor(ts / COUNTER_UPDATE_S) * COUNTER_UPDATE_S
-        counter_mj = np.floor(energy[int(round(last_update / FINE_S))] * 1000.0)
+        counter_mj = np.floor(energy[round(last_update / FINE_S)] * 1000.0)
         lo = max(0, i - int(1.0 / FINE_S))
         avg = float(np.mean(power[lo : i + 1]))
-        rows.append((round(ts, 6), 0, round(float(power[i]), 3), round(avg, 3), counter_mj / 1000.0))
+        rows.append(
+            (round(ts, 6), 0, round(float(power[i]), 3), round(avg, 3), counter_mj / 1000.0)
+        )
     OUT.mkdir(parents=True, exist_ok=True)
     with (OUT / f"{name}.csv").open("w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(["t_s", "gpu", "power_w", "power_avg_w", "energy_j", "power_ts_s", "energy_ts_s"])
+        w.writerow(
+            ["t_s", "gpu", "power_w", "power_avg_w", "energy_j", "power_ts_s", "energy_ts_s"]
+        )
         for r in rows:
             w.writerow([*r, "nan", "nan"])
     meta = {
         "gpu_name": "NVIDIA H200",
         "synthetic": True,
         "generator": "hack/make_replay_traces.py",
-        "profile": dict(zip(("base_w", "ripple_sigma_w", "burst_w", "burst_every_s",
-                             "burst_length_s", "drift_w", "seed"), PROFILES[name], strict=True)),
+        "profile": dict(
+            zip(
+                (
+                    "base_w",
+                    "ripple_sigma_w",
+                    "burst_w",
+                    "burst_every_s",
+                    "burst_length_s",
+                    "drift_w",
+                    "seed",
+                ),
+                PROFILES[name],
+                strict=True,
+            )
+        ),
         "sample_interval_s": SAMPLE_S,
         "counter_update_s": COUNTER_UPDATE_S,
     }

@@ -6,6 +6,7 @@ and, like NVML's, only updates every `counter_update_s`; reads happen at `t_s` s
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -86,7 +87,9 @@ def make_trace(
         rows_g.append(np.full(t_s.size, g))
         rows_p.append(scaled(t_s))
         rows_e.append(
-            energy_counter(scaled, t_s, counter_update_s, t_end) if counter else np.full(t_s.size, np.nan)
+            energy_counter(scaled, t_s, counter_update_s, t_end)
+            if counter
+            else np.full(t_s.size, np.nan)
         )
     t = np.concatenate(rows_t)
     order = np.argsort(t, kind="stable")
@@ -116,11 +119,16 @@ def telemetry(
     for t in np.arange(0.0, t_end + 1e-9, every_s):
         for g in range(gpus):
             vals = {
-                "t_s": t, "gpu": g, "sm_clock_mhz": 1980.0, "mem_clock_mhz": 2619.0,
-                "temperature_c": 55.0, "clocks_event_reasons": reasons(t),
+                "t_s": t,
+                "gpu": g,
+                "sm_clock_mhz": 1980.0,
+                "mem_clock_mhz": 2619.0,
+                "temperature_c": 55.0,
+                "clocks_event_reasons": reasons(t),
                 "power_violation_ns": violation_ns(t) if violation_ns else np.nan,
                 "thermal_violation_ns": 0.0 if violation_ns else np.nan,
-                "power_limit_w": 700.0, "gpu_util_pct": util_pct(t),
+                "power_limit_w": 700.0,
+                "gpu_util_pct": util_pct(t),
                 "process_count": process_count(t),
             }
             for c in TELEMETRY_COLUMNS:
@@ -134,10 +142,13 @@ def requests_evenly(
     edges = np.linspace(a, b, n + 1)
     return [
         RequestRecord(
-            start_s=float(lo), first_token_s=float(lo) + ttft_s, end_s=float(hi),
-            input_tokens=input_tokens, output_tokens=tokens,
+            start_s=float(lo),
+            first_token_s=float(lo) + ttft_s,
+            end_s=float(hi),
+            input_tokens=input_tokens,
+            output_tokens=tokens,
         )
-        for lo, hi in zip(edges[:-1], edges[1:], strict=True)
+        for lo, hi in itertools.pairwise(edges)
     ]
 
 
@@ -193,7 +204,9 @@ def evidence(
     trace = make_trace(power, times, gpus=gpus, counter_update_s=counter_update_s, counter=counter)
     run_records = [
         RunRecord(
-            index=i, start_s=a, end_s=b,
+            index=i,
+            start_s=a,
+            end_s=b,
             requests=run_requests[i] if run_requests else requests_evenly(a, b, requests_per_run),
         )
         for i, (a, b) in enumerate(runs)

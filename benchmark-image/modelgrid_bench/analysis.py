@@ -385,13 +385,14 @@ def analyze(ev: Evidence) -> BenchmarkResult:
 
     run_to_run: dict[str, Spread] = {}
     if runs:
-        for key, values in (
+        columns: tuple[tuple[str, list[float | None]], ...] = (
             ("avg_power_w", [r.avg_power_w for r in runs]),
             ("power_cv", [r.power_cv_1s for r in runs]),
             ("joules_per_token", [r.joules_per_token for r in runs]),
             ("tokens_per_s", [r.tokens_per_s for r in runs]),
             ("peak_power_w", [r.instant.peak_power_w if r.instant else None for r in runs]),
-        ):
+        )
+        for key, values in columns:
             s = _spread_model(values)
             if s is not None:
                 run_to_run[key] = s

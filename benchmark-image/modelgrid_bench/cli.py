@@ -12,6 +12,7 @@ import argparse
 import logging
 import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -53,11 +54,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     m = run.add_argument_group("model and backend")
     m.add_argument("--model", default="", help="path, cached model id, or random:ARCH")
-    m.add_argument("--backend", choices=("transformers", "openai", "synthetic"), default="transformers")
+    m.add_argument(
+        "--backend", choices=("transformers", "openai", "synthetic"), default="transformers"
+    )
     m.add_argument("--endpoint", help="OpenAI-compatible base URL (backend openai)")
     m.add_argument("--served-model", help="model name the endpoint serves (default: --model)")
-    m.add_argument("--no-engine-extensions", action="store_true",
-                   help="do not send min_tokens/ignore_eos to the endpoint")
+    m.add_argument(
+        "--no-engine-extensions",
+        action="store_true",
+        help="do not send min_tokens/ignore_eos to the endpoint",
+    )
     m.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     m.add_argument("--dtype", default="auto", choices=("auto", "bfloat16", "float16", "float32"))
     m.add_argument("--synthetic-step-ms", type=float, default=2.0)
@@ -75,22 +81,38 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument("--concurrency", type=int, default=1)
     w.add_argument("--seed", type=int, default=0)
     s = run.add_argument_group("measurement")
-    s.add_argument("--interval-ms", type=float, default=25.0, help="power sampling interval (5-1000)")
+    s.add_argument(
+        "--interval-ms", type=float, default=25.0, help="power sampling interval (5-1000)"
+    )
     s.add_argument("--telemetry-interval-ms", type=float, default=500.0)
-    s.add_argument("--power-source", default=default_source_spec(),
-                   help="nvml (default) or replay:PATH|builtin:NAME (simulated)")
+    s.add_argument(
+        "--power-source",
+        default=default_source_spec(),
+        help="nvml (default) or replay:PATH|builtin:NAME (simulated)",
+    )
     s.add_argument("--replay-gpu-name", default=os.environ.get("MODELGRID_REPLAY_GPU_NAME"))
     s.add_argument("--replay-gpus", type=int, default=None)
     s.add_argument("--idle-baseline-s", type=float, default=5.0)
     s.add_argument("--expect-gpu", help="refuse unless every GPU is this product, e.g. NVIDIA-H200")
     s.add_argument("--expect-gpu-count", type=int)
-    s.add_argument("--allowed-gpu-processes", type=int,
-                   help="compute processes tolerated per GPU (default: the backend's own)")
+    s.add_argument(
+        "--allowed-gpu-processes",
+        type=int,
+        help="compute processes tolerated per GPU (default: the backend's own)",
+    )
     o = run.add_argument_group("output")
-    o.add_argument("--output-dir", type=Path, default=None,
-                   help="evidence and results (default: ./modelgrid-results/<time>)")
-    o.add_argument("--termination-log", default=os.environ.get("MODELGRID_TERMINATION_LOG"),
-                   help="also write the compact result here (e.g. /dev/termination-log)")
+    o.add_argument(
+        "--output-dir",
+        type=Path,
+        default=None,
+        help="evidence and results (default: $MODELGRID_OUTPUT_DIR or "
+        "./modelgrid-results, then run-<UTC time>)",
+    )
+    o.add_argument(
+        "--termination-log",
+        default=os.environ.get("MODELGRID_TERMINATION_LOG"),
+        help="also write the compact result here (e.g. /dev/termination-log)",
+    )
     o.add_argument("--full", action="store_true", help="print the full result, not the compact one")
 
     an = sub.add_parser(
@@ -152,7 +174,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     workload = _workload(args)
     try:
         sampler = SamplerConfig(
-            interval_s=args.interval_ms / 1000.0, telemetry_interval_s=args.telemetry_interval_ms / 1000.0
+            interval_s=args.interval_ms / 1000.0,
+            telemetry_interval_s=args.telemetry_interval_ms / 1000.0,
         )
     except ValidationError as exc:
         raise BadInputError(
@@ -165,9 +188,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         raise BadInputError("--idle-baseline-s must not be negative")
     out = args.output_dir
     if out is None:
-        import time
-
-        out = Path("modelgrid-results") / time.strftime("run-%Y%m%dT%H%M%SZ", time.gmtime())
+        root = Path(os.environ.get("MODELGRID_OUTPUT_DIR", "modelgrid-results"))
+        out = root / time.strftime("run-%Y%m%dT%H%M%SZ", time.gmtime())
     backend = open_backend(
         BackendOptions(
             kind=args.backend,
@@ -234,7 +256,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(f"modelgrid-bench: error: {exc.message}\n")
         _write_termination(
             termination,
-            BenchFailure(reason=exc.reason, message=exc.message[:1024], exit_code=int(exc.exit_code)).encode(),
+            BenchFailure(
+                reason=exc.reason, message=exc.message[:1024], exit_code=int(exc.exit_code)
+            ).encode(),
         )
         return int(exc.exit_code)
     except KeyboardInterrupt:
@@ -245,7 +269,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(f"modelgrid-bench: internal error: {type(exc).__name__}: {exc}\n")
         _write_termination(
             termination,
-            BenchFailure(reason="InternalError", message=f"{type(exc).__name__}: {exc}"[:1024],
-                         exit_code=int(ExitCode.INTERNAL)).encode(),
+            BenchFailure(
+                reason="InternalError",
+                message=f"{type(exc).__name__}: {exc}"[:1024],
+                exit_code=int(ExitCode.INTERNAL),
+            ).encode(),
         )
         return int(ExitCode.INTERNAL)

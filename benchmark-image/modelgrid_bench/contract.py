@@ -18,7 +18,7 @@ import hashlib
 import json
 import math
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import (
     BaseModel,
@@ -30,8 +30,8 @@ from pydantic import (
     model_validator,
 )
 
-SCHEMA_FULL = "modelgrid.bench/full/v1"
-SCHEMA_COMPACT = "modelgrid.bench/v1"
+SCHEMA_FULL: Final = "modelgrid.bench/full/v1"
+SCHEMA_COMPACT: Final = "modelgrid.bench/v1"
 TERMINATION_MESSAGE_LIMIT_BYTES = 4096
 
 #: Sources whose figures did not come from a real GPU's NVML counters.
@@ -563,7 +563,7 @@ def decode_compact(
         ) from exc
 
 
-SCHEMA_FAILURE = "modelgrid.bench/failure/v1"
+SCHEMA_FAILURE: Final = "modelgrid.bench/failure/v1"
 
 
 class BenchFailure(_Strict):

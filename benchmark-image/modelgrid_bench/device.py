@@ -12,7 +12,7 @@ Every NVML failure surfaces as `modelgrid_bench.errors.DeviceError` with the cal
 
 from __future__ import annotations
 
-import importlib
+import contextlib
 import importlib.metadata
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -67,9 +67,11 @@ def load_nvml() -> ModuleType:
     """Import the NVML binding (the single import site of `pynvml` in the project)."""
     _nvml_distribution_check()
     try:
-        return importlib.import_module("pynvml")
+        import pynvml  # the one import site (enforced by import-linter)
     except ImportError as exc:
         raise DeviceError("import", f"cannot import the NVML binding: {exc}") from exc
+    module: ModuleType = pynvml
+    return module
 
 
 @dataclass(frozen=True)
@@ -147,10 +149,8 @@ class NvmlDevices:
     def close(self) -> None:
         if not self._closed:
             self._closed = True
-            try:
+            with contextlib.suppress(Exception):  # best effort on the way out
                 self.nvml.nvmlShutdown()
-            except Exception:
-                pass
 
     # -- errors ---------------------------------------------------------------------------
 
@@ -263,7 +263,10 @@ class NvmlDevices:
         temp = self._optional(
             "nvmlDeviceGetTemperature", lib.nvmlDeviceGetTemperature, h, TEMPERATURE_GPU
         )
-        reasons_fn = getattr(lib, "nvmlDeviceGetCurrentClocksEventReasons", None) or lib.nvmlDeviceGetCurrentClocksThrottleReasons
+        reasons_fn = (
+            getattr(lib, "nvmlDeviceGetCurrentClocksEventReasons", None)
+            or lib.nvmlDeviceGetCurrentClocksThrottleReasons
+        )
         reasons = self._optional("nvmlDeviceGetCurrentClocksEventReasons", reasons_fn, h)
         pviol = self._optional(
             "nvmlDeviceGetViolationStatus", lib.nvmlDeviceGetViolationStatus, h, PERF_POLICY_POWER

@@ -91,10 +91,9 @@ class Sampler:
                     return
             next_fast += self.interval_s
             now = self.now_s()
-            if next_fast < now:
-                # Fell behind (a descheduled thread, a slow read): resume from now instead of
-                # bursting to catch up, so the gap shows in the timestamps rather than vanishing.
-                next_fast = now
+            # Fell behind (a descheduled thread, a slow read)? Resume from now instead of
+            # bursting to catch up, so the gap shows in the timestamps rather than vanishing.
+            next_fast = max(next_fast, now)
             self._stop.wait(max(0.0, next_fast - now))
 
     def stop(self) -> None:

@@ -7,6 +7,7 @@ result's `simulated` flag is derived from the source kind.
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import time
@@ -111,7 +112,7 @@ class NvmlSource:
                     vbios_version=ident.vbios_version,
                     power_limit_w=ident.power_limit_w,
                     memory_total_mib=ident.memory_total_mib,
-                    mig_mode=ident.mig_mode,  # type: ignore[arg-type]
+                    mig_mode=ident.mig_mode,
                 )
             )
         return out
@@ -153,21 +154,22 @@ class ReplaySource:
         self._path = path
         csv_path, meta = _resolve_trace(path)
         self._name = gpu_name or str(meta.get("gpu_name", "Replayed GPU"))
-        try:
-            data = np.genfromtxt(csv_path, delimiter=",", names=True, dtype=np.float64)
-        except (OSError, ValueError) as exc:
-            raise BadInputError(f"cannot read replay trace {csv_path}: {exc}") from exc
-        names = set(data.dtype.names or ())
-        missing = {"t_s", "gpu", "power_w", "energy_j"} - names
+        cols = _read_columns(csv_path)
+        missing = {"t_s", "gpu", "power_w", "energy_j"} - set(cols)
         if missing:
             raise BadInputError(f"replay trace {csv_path} lacks columns: {sorted(missing)}")
+        if "power_avg_w" not in cols:
+            cols["power_avg_w"] = np.full(cols["t_s"].size, np.nan)
         tracks: list[_GpuTrack] = []
-        for g in sorted({int(x) for x in np.atleast_1d(data["gpu"])}):
-            rows = np.atleast_1d(data[np.atleast_1d(data["gpu"]) == g])
-            if rows.size < 2:
+        for g in sorted({int(x) for x in cols["gpu"]}):
+            m = cols["gpu"] == g
+            if np.count_nonzero(m) < 2:
                 raise BadInputError(f"replay trace {csv_path} has fewer than 2 rows for GPU {g}")
-            avg = rows["power_avg_w"] if "power_avg_w" in names else np.full(rows.size, np.nan)
-            tracks.append(_GpuTrack(rows["t_s"], rows["power_w"], avg, rows["energy_j"]))
+            tracks.append(
+                _GpuTrack(
+                    cols["t_s"][m], cols["power_w"][m], cols["power_avg_w"][m], cols["energy_j"][m]
+                )
+            )
         if not tracks:
             raise BadInputError(f"replay trace {csv_path} is empty")
         want = gpus or len(tracks)
@@ -225,6 +227,18 @@ class ReplaySource:
 
     def close(self) -> None:
         return None
+
+
+def _read_columns(path: Path) -> dict[str, np.ndarray]:
+    try:
+        with path.open(newline="") as fh:
+            reader = csv.reader(fh)
+            header = next(reader)
+            rows = [[float(v) for v in row] for row in reader if row]
+    except (OSError, ValueError, StopIteration) as exc:
+        raise BadInputError(f"cannot read replay trace {path}: {exc}") from exc
+    data = np.array(rows, dtype=np.float64).reshape(-1, len(header))
+    return {name: data[:, i] for i, name in enumerate(header)}
 
 
 def _resolve_trace(path: str) -> tuple[Path, dict[str, object]]:

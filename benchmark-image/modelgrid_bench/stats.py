@@ -17,10 +17,6 @@ import numpy.typing as npt
 FloatArray = npt.NDArray[np.float64]
 
 
-def as_float_array(values: npt.ArrayLike) -> FloatArray:
-    return np.asarray(values, dtype=np.float64)
-
-
 def sample_weights_s(t_s: FloatArray, window: tuple[float, float] | None = None) -> FloatArray:
     """Duration each sample stands for: half the span to each neighbour (its Voronoi cell).
 
@@ -37,7 +33,8 @@ def sample_weights_s(t_s: FloatArray, window: tuple[float, float] | None = None)
     if window is not None:
         lo = np.clip(lo, window[0], window[1])
         hi = np.clip(hi, window[0], window[1])
-    return np.maximum(hi - lo, 0.0)
+    out: FloatArray = np.maximum(hi - lo, 0.0)
+    return out
 
 
 def weighted_mean(x: FloatArray, w: FloatArray) -> float:
@@ -149,7 +146,7 @@ def window_powers_w(
     n = int(np.floor((end_s - start_s) / window_s + 1e-9))
     if n < 1:
         return np.zeros(0)
-    edges = start_s + window_s * np.arange(n + 1)
+    edges: FloatArray = start_s + window_s * np.arange(n + 1, dtype=np.float64)
     return np.asarray(np.diff(energy_at(edges)) / window_s, dtype=np.float64)
 
 
@@ -232,23 +229,6 @@ def bootstrap_mean_cv_ci(
         return None
     alpha = (1.0 - level) / 2.0
     return float(np.quantile(cvs, alpha)), float(np.quantile(cvs, 1.0 - alpha))
-
-
-def union_length_s(intervals: list[tuple[float, float]]) -> float:
-    """Total length covered by possibly overlapping intervals."""
-    total = 0.0
-    cur_lo: float | None = None
-    cur_hi = 0.0
-    for lo, hi in sorted(intervals):
-        if cur_lo is None or lo > cur_hi:
-            if cur_lo is not None:
-                total += cur_hi - cur_lo
-            cur_lo, cur_hi = lo, hi
-        else:
-            cur_hi = max(cur_hi, hi)
-    if cur_lo is not None:
-        total += cur_hi - cur_lo
-    return total
 
 
 def phase_segments(

@@ -12,23 +12,43 @@ import random
 from modelgrid_bench.contract import PromptType, Workload
 
 _TOPICS = (
-    "the water cycle", "a city's electricity grid", "how vaccines train the immune system",
-    "the history of the printing press", "ocean tides", "photosynthesis", "public transport",
-    "compound interest", "volcanoes", "the migration of birds", "how a compiler works",
-    "solar panels on a house", "a good night's sleep", "coffee farming", "glaciers",
-    "the invention of the telephone", "recycling plastics", "how bridges carry load",
+    "the water cycle",
+    "a city's electricity grid",
+    "how vaccines train the immune system",
+    "the history of the printing press",
+    "ocean tides",
+    "photosynthesis",
+    "public transport",
+    "compound interest",
+    "volcanoes",
+    "the migration of birds",
+    "how a compiler works",
+    "solar panels on a house",
+    "a good night's sleep",
+    "coffee farming",
+    "glaciers",
+    "the invention of the telephone",
+    "recycling plastics",
+    "how bridges carry load",
 )
 _ASKS = (
-    "Explain {t} to a curious twelve-year-old.", "What are the main misconceptions about {t}?",
-    "Give me a short, friendly overview of {t}.", "How would you teach {t} in one lesson?",
-    "Compare two opposing views on {t}.", "Summarise what an engineer should know about {t}.",
+    "Explain {t} to a curious twelve-year-old.",
+    "What are the main misconceptions about {t}?",
+    "Give me a short, friendly overview of {t}.",
+    "How would you teach {t} in one lesson?",
+    "Compare two opposing views on {t}.",
+    "Summarise what an engineer should know about {t}.",
 )
 _CODE_TASKS = (
     "parses a CSV file and returns the average of a numeric column",
-    "merges two sorted lists into one sorted list", "checks whether a string is a palindrome",
-    "computes the n-th Fibonacci number iteratively", "deduplicates records by a key",
-    "validates an email address with a regular expression", "implements a bounded LRU cache",
-    "converts a Roman numeral to an integer", "retries an HTTP call with exponential backoff",
+    "merges two sorted lists into one sorted list",
+    "checks whether a string is a palindrome",
+    "computes the n-th Fibonacci number iteratively",
+    "deduplicates records by a key",
+    "validates an email address with a regular expression",
+    "implements a bounded LRU cache",
+    "converts a Roman numeral to an integer",
+    "retries an HTTP call with exponential backoff",
 )
 _LANGS = ("Python", "Go", "Rust", "TypeScript", "Java")
 _SENTENCES = (

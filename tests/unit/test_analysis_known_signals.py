@@ -164,8 +164,13 @@ def test_prefill_and_decode_energy_over_their_real_intervals() -> None:
     t0 = 1.0
     for _ in range(5):
         reqs.append(
-            RequestRecord(start_s=t0, first_token_s=t0 + 0.2, end_s=t0 + 1.2, input_tokens=64,
-                          output_tokens=50)
+            RequestRecord(
+                start_s=t0,
+                first_token_s=t0 + 0.2,
+                end_s=t0 + 1.2,
+                input_tokens=64,
+                output_tokens=50,
+            )
         )
         segments.append((t0, t0 + 0.2, t0 + 1.2))
         t0 += 1.5

@@ -10,14 +10,14 @@ import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
 from modelgrid_bench.backends.base import BackendOptions, GenerationParams, open_backend
+from modelgrid_bench.contract import PromptType, Workload
 from modelgrid_bench.errors import BackendError, BadInputError
 from modelgrid_bench.workload import prompts
-from modelgrid_bench.contract import PromptType, Workload
 
 PARAMS = GenerationParams(input_tokens=32, output_tokens=6, temperature=0.0, top_p=1.0, seed=3)
 
@@ -25,8 +25,8 @@ PARAMS = GenerationParams(input_tokens=32, output_tokens=6, temperature=0.0, top
 class _FakeEngine(BaseHTTPRequestHandler):
     """Speaks just enough of the OpenAI completions API, streaming one token per event."""
 
-    bodies: list[dict[str, Any]] = []
-    honour_min_tokens = True
+    bodies: ClassVar[list[dict[str, Any]]] = []
+    honour_min_tokens: ClassVar[bool] = True
 
     def log_message(self, *args: object) -> None:
         return None
@@ -63,7 +63,10 @@ class _FakeEngine(BaseHTTPRequestHandler):
                 self.wfile.write(f"data: {json.dumps(event)}\n\n".encode())
             self.wfile.flush()
             time.sleep(0.005)
-        usage = {"prompt_tokens": 32 * len(prompts_in), "completion_tokens": n_tokens * len(prompts_in)}
+        usage = {
+            "prompt_tokens": 32 * len(prompts_in),
+            "completion_tokens": n_tokens * len(prompts_in),
+        }
         self.wfile.write(f"data: {json.dumps({'choices': [], 'usage': usage})}\n\n".encode())
         self.wfile.write(b"data: [DONE]\n\n")
 
@@ -131,18 +134,47 @@ def test_openai_backend_errors_are_typed(engine: str) -> None:
 def test_end_to_end_against_an_engine_over_http(engine: str, tmp_path: Path) -> None:
     from modelgrid_bench.cli import main
 
-    code = main([
-        "run", "--backend", "openai", "--endpoint", engine, "--model", "fake-model",
-        "--power-source", "replay:builtin:h200-busy", "--samples", "6", "--tokens", "6",
-        "--batch-size", "2", "--concurrency", "3", "--repeats", "1", "--warmup-samples", "0",
-        "--idle-baseline-s", "0", "--output-dir", str(tmp_path / "o"), "--log-level", "ERROR",
-    ])
+    code = main(
+        [
+            "run",
+            "--backend",
+            "openai",
+            "--endpoint",
+            engine,
+            "--model",
+            "fake-model",
+            "--power-source",
+            "replay:builtin:h200-busy",
+            "--samples",
+            "6",
+            "--tokens",
+            "6",
+            "--batch-size",
+            "2",
+            "--concurrency",
+            "3",
+            "--repeats",
+            "1",
+            "--warmup-samples",
+            "0",
+            "--idle-baseline-s",
+            "0",
+            "--output-dir",
+            str(tmp_path / "o"),
+            "--log-level",
+            "ERROR",
+        ]
+    )
     assert code == 0
     result = json.loads((tmp_path / "o" / "result.json").read_text())
     assert result["pooled"]["output_tokens"] == 36
     assert result["pooled"]["requests"] == 6
-    streams = {q["stream"] for q in json.loads((tmp_path / "o" / "evidence.json").read_text())[
-        "timeline"]["runs"][0]["requests"]}
+    streams = {
+        q["stream"]
+        for q in json.loads((tmp_path / "o" / "evidence.json").read_text())["timeline"]["runs"][0][
+            "requests"
+        ]
+    }
     assert len(streams) > 1  # the three streams really ran side by side
     assert result["backend"]["simulated"] is False
     assert result["simulated"] is True  # ...but the power was replayed
@@ -158,9 +190,10 @@ def test_prompts_are_deterministic_and_typed() -> None:
     assert all(p.startswith("Translate into") for p in t)
 
 
-HAS_TORCH = importlib.util.find_spec("torch") is not None and importlib.util.find_spec(
-    "transformers"
-) is not None
+HAS_TORCH = (
+    importlib.util.find_spec("torch") is not None
+    and importlib.util.find_spec("transformers") is not None
+)
 
 
 @pytest.mark.torch
@@ -172,7 +205,8 @@ def test_transformers_backend_on_cpu_with_random_weights() -> None:
     try:
         greedy = b.generate(["a", "b", "c"], PARAMS, _clock)
         sampled = b.generate(
-            ["a"], GenerationParams(input_tokens=16, output_tokens=9, temperature=0.8, top_p=0.9, seed=1),
+            ["a"],
+            GenerationParams(input_tokens=16, output_tokens=9, temperature=0.8, top_p=0.9, seed=1),
             _clock,
         )
     finally:

@@ -12,8 +12,20 @@ import pytest
 from modelgrid_bench.contract import BenchFailure, decode_compact
 from modelgrid_bench.errors import ExitCode
 
-QUICK = ["--samples", "4", "--tokens", "30", "--repeats", "2", "--warmup-samples", "1",
-         "--idle-baseline-s", "0.3", "--log-level", "WARNING"]
+QUICK = [
+    "--samples",
+    "4",
+    "--tokens",
+    "30",
+    "--repeats",
+    "2",
+    "--warmup-samples",
+    "1",
+    "--idle-baseline-s",
+    "0.3",
+    "--log-level",
+    "WARNING",
+]
 
 
 def bench(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -23,17 +35,31 @@ def bench(*args: str, env: dict[str, str] | None = None) -> subprocess.Completed
     full_env.update(env or {})
     return subprocess.run(
         [sys.executable, "-m", "modelgrid_bench", *args],
-        capture_output=True, text=True, timeout=90, env=full_env, check=False,
+        capture_output=True,
+        text=True,
+        timeout=90,
+        env=full_env,
+        check=False,
     )
 
 
 @pytest.fixture(scope="module")
-def synthetic_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess[str]]:
+def synthetic_run(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[Path, subprocess.CompletedProcess[str]]:
     out = tmp_path_factory.mktemp("run") / "evidence"
     term = out.parent / "termination-log"
     proc = bench(
-        "run", "--backend", "synthetic", "--power-source", "replay:builtin:h200-decode",
-        "--output-dir", str(out), "--termination-log", str(term), *QUICK,
+        "run",
+        "--backend",
+        "synthetic",
+        "--power-source",
+        "replay:builtin:h200-decode",
+        "--output-dir",
+        str(out),
+        "--termination-log",
+        str(term),
+        *QUICK,
     )
     return out, proc
 
@@ -57,7 +83,13 @@ def test_run_prints_only_json_and_marks_the_result_simulated(
     assert compact.avg_power_watts is not None
     assert 100 < compact.avg_power_watts < 160
     assert (out.parent / "termination-log").read_text() == lines[0]
-    for name in ("trace.csv", "telemetry.csv", "evidence.json", "result.json", "result-compact.json"):
+    for name in (
+        "trace.csv",
+        "telemetry.csv",
+        "evidence.json",
+        "result.json",
+        "result-compact.json",
+    ):
         assert (out / name).is_file()
     header = (out / "trace.csv").read_text().splitlines()[0]
     assert header.split(",")[:5] == ["t_s", "gpu", "power_w", "power_avg_w", "energy_j"]
@@ -76,9 +108,26 @@ def test_analyze_of_the_same_evidence_gives_the_same_result(
 
 def test_the_programs_own_form_is_accepted(tmp_path: Path) -> None:
     proc = bench(
-        "--model", "demo", "--samples", "2", "--tokens", "10", "--backend", "synthetic",
-        "--power-source", "replay:builtin:h200-busy", "--repeats", "1", "--idle-baseline-s", "0",
-        "--warmup-samples", "0", "--output-dir", str(tmp_path / "o"), "--log-level", "ERROR",
+        "--model",
+        "demo",
+        "--samples",
+        "2",
+        "--tokens",
+        "10",
+        "--backend",
+        "synthetic",
+        "--power-source",
+        "replay:builtin:h200-busy",
+        "--repeats",
+        "1",
+        "--idle-baseline-s",
+        "0",
+        "--warmup-samples",
+        "0",
+        "--output-dir",
+        str(tmp_path / "o"),
+        "--log-level",
+        "ERROR",
     )
     assert proc.returncode == 0, proc.stderr
     obj = json.loads(proc.stdout)
@@ -88,8 +137,15 @@ def test_the_programs_own_form_is_accepted(tmp_path: Path) -> None:
 
 def test_no_gpu_and_no_replay_fails_in_one_clear_line(tmp_path: Path) -> None:
     term = tmp_path / "term"
-    proc = bench("--model", "x", "--samples", "20", "--tokens", "10",
-                 env={"MODELGRID_TERMINATION_LOG": str(term)})
+    proc = bench(
+        "--model",
+        "x",
+        "--samples",
+        "20",
+        "--tokens",
+        "10",
+        env={"MODELGRID_TERMINATION_LOG": str(term)},
+    )
     assert proc.returncode == ExitCode.REFUSED
     assert proc.stdout == ""
     lines = proc.stderr.strip().splitlines()
@@ -102,16 +158,44 @@ def test_no_gpu_and_no_replay_fails_in_one_clear_line(tmp_path: Path) -> None:
 
 
 def test_wrong_gpu_is_refused_before_any_work(tmp_path: Path) -> None:
-    proc = bench("run", "--backend", "synthetic", "--power-source", "replay:builtin:h200-decode",
-                 "--expect-gpu", "NVIDIA-H100-80GB-HBM3", "--output-dir", str(tmp_path / "o"),
-                 *QUICK)
+    proc = bench(
+        "run",
+        "--backend",
+        "synthetic",
+        "--power-source",
+        "replay:builtin:h200-decode",
+        "--expect-gpu",
+        "NVIDIA-H100-80GB-HBM3",
+        "--output-dir",
+        str(tmp_path / "o"),
+        *QUICK,
+    )
     assert proc.returncode == ExitCode.REFUSED
     assert "requires 'NVIDIA-H100-80GB-HBM3'" in proc.stderr
     assert not (tmp_path / "o").exists()
-    ok = bench("run", "--backend", "synthetic", "--power-source", "replay:builtin:h200-decode",
-               "--expect-gpu", "NVIDIA-H200", "--expect-gpu-count", "1",
-               "--output-dir", str(tmp_path / "p"), "--repeats", "1", "--samples", "1",
-               "--tokens", "5", "--idle-baseline-s", "0", "--warmup-samples", "0")
+    ok = bench(
+        "run",
+        "--backend",
+        "synthetic",
+        "--power-source",
+        "replay:builtin:h200-decode",
+        "--expect-gpu",
+        "NVIDIA-H200",
+        "--expect-gpu-count",
+        "1",
+        "--output-dir",
+        str(tmp_path / "p"),
+        "--repeats",
+        "1",
+        "--samples",
+        "1",
+        "--tokens",
+        "5",
+        "--idle-baseline-s",
+        "0",
+        "--warmup-samples",
+        "0",
+    )
     assert ok.returncode == 0, ok.stderr
 
 
@@ -127,8 +211,18 @@ def test_wrong_gpu_is_refused_before_any_work(tmp_path: Path) -> None:
     ],
 )
 def test_bad_input_exits_2_with_a_message(args: list[str], needle: str, tmp_path: Path) -> None:
-    proc = bench("run", "--backend", "synthetic", "--power-source", "replay:builtin",
-                 "--output-dir", str(tmp_path / "o"), *[a for a in args if a], "--idle-baseline-s", "0")
+    proc = bench(
+        "run",
+        "--backend",
+        "synthetic",
+        "--power-source",
+        "replay:builtin",
+        "--output-dir",
+        str(tmp_path / "o"),
+        *[a for a in args if a],
+        "--idle-baseline-s",
+        "0",
+    )
     assert proc.returncode == ExitCode.BAD_INPUT, proc.stderr
     assert needle in proc.stderr
     assert proc.stdout == ""

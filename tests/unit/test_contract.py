@@ -22,8 +22,13 @@ from modelgrid_bench.contract import (
 )
 from tests import factory as f
 
-LEGACY_KEYS = ("power_cv", "avg_power_watts", "peak_power_watts", "joules_per_token",
-               "tokens_per_joule")
+LEGACY_KEYS = (
+    "power_cv",
+    "avg_power_watts",
+    "peak_power_watts",
+    "joules_per_token",
+    "tokens_per_joule",
+)
 
 
 def _result(**kw: object) -> BenchmarkResult:
@@ -33,8 +38,9 @@ def _result(**kw: object) -> BenchmarkResult:
 
 def _worst_case(gpus: int, repeats: int, name_len: int) -> BenchmarkResult:
     runs = [(1.0 + 2.5 * i, 3.0 + 2.5 * i) for i in range(repeats)]
-    ev = f.evidence(f.square(280.0, 320.0, 0.7), runs, gpus=gpus, interval_s=0.1,
-                    requests_per_run=2)
+    ev = f.evidence(
+        f.square(280.0, 320.0, 0.7), runs, gpus=gpus, interval_s=0.1, requests_per_run=2
+    )
     base = analyze(ev)
     long = "M" * name_len
     env = base.environment.model_copy(
@@ -67,8 +73,12 @@ def test_compact_keeps_the_programs_keys_and_round_trips() -> None:
     assert c.workload_digest == r.workload.digest()
 
 
-@pytest.mark.parametrize(("gpus", "repeats", "name_len"), [(8, 100, 253), (8, 40, 1000), (1, 100, 5000)])
-def test_compact_always_fits_the_termination_message(gpus: int, repeats: int, name_len: int) -> None:
+@pytest.mark.parametrize(
+    ("gpus", "repeats", "name_len"), [(8, 100, 253), (8, 40, 1000), (1, 100, 5000)]
+)
+def test_compact_always_fits_the_termination_message(
+    gpus: int, repeats: int, name_len: int
+) -> None:
     r = _worst_case(gpus, repeats, name_len)
     text = encode_compact(r)
     assert len(text.encode()) <= TERMINATION_MESSAGE_LIMIT_BYTES
@@ -100,8 +110,12 @@ def test_simulated_is_derived_and_cannot_be_overridden() -> None:
         BenchmarkResult.model_validate(dumped)
     with pytest.raises(ValueError, match="contradicts"):
         PowerSourceInfo.model_validate(
-            {"kind": "replay", "instant_power_field": True, "energy_counter": True,
-             "simulated": False}
+            {
+                "kind": "replay",
+                "instant_power_field": True,
+                "energy_counter": True,
+                "simulated": False,
+            }
         )
     obj = json.loads(encode_compact(r))
     assert obj["simulated"] is True

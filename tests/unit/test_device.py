@@ -104,10 +104,12 @@ def test_energy_counter_steps_every_100ms(fake: FakeNvml, clock: ManualClock) ->
     c = dev.read_fast(1)
     assert a.energy_j == b.energy_j
     assert a.energy_ts_us == b.energy_ts_us
-    assert a.power_ts_us is not None and b.power_ts_us is not None
+    assert a.power_ts_us is not None
+    assert b.power_ts_us is not None
     assert b.power_ts_us > a.power_ts_us
     assert c.energy_j - b.energy_j == pytest.approx(450.0 * 0.1, abs=1e-3)
-    assert c.energy_ts_us is not None and b.energy_ts_us is not None
+    assert c.energy_ts_us is not None
+    assert b.energy_ts_us is not None
     assert c.energy_ts_us - b.energy_ts_us == 100_000
 
 
@@ -164,18 +166,19 @@ def test_instant_unsupported_falls_back_to_power_usage(clock: ManualClock) -> No
 
 def test_energy_unsupported_is_nan_with_a_note(clock: ManualClock) -> None:
     fake = FakeNvml(
-        [FakeGpu(unsupported_fields={FI_DEV_TOTAL_ENERGY_CONSUMPTION})], clock=clock
+        [FakeGpu(), FakeGpu(unsupported_fields={FI_DEV_TOTAL_ENERGY_CONSUMPTION})], clock=clock
     )
     dev = NvmlDevices.open(fake)
     clock.advance(0.25)
-    r = dev.read_fast(0)
+    r0, r = dev.read_fast(0), dev.read_fast(1)
+    assert r0.energy_j == pytest.approx(5000.0 + 300.0 * 0.2, abs=1e-3)
     assert math.isnan(r.energy_j)
     assert r.energy_ts_us is None
     assert r.power_w == pytest.approx(300.0)
     assert fake.calls["nvmlDeviceGetPowerUsage"] == 0
-    assert dev.energy_supported == [False]
+    assert dev.energy_supported == [True, False]
     assert len(dev.notes) == 1
-    assert "GPU 0" in dev.notes[0]
+    assert "GPU 1" in dev.notes[0]
     assert "energy counter unsupported" in dev.notes[0]
     info = NvmlSource(dev).info()
     assert info.energy_counter is False

@@ -138,7 +138,11 @@ def test_scaling_power_scales_energy_and_leaves_cv_unchanged(
 
 
 @settings(max_examples=40)
-@given(values=levels, step_s=st.sampled_from([0.02, 0.2, 0.7]), interval_s=st.sampled_from([0.005, 0.025, 0.05]))
+@given(
+    values=levels,
+    step_s=st.sampled_from([0.02, 0.2, 0.7]),
+    interval_s=st.sampled_from([0.005, 0.025, 0.05]),
+)
 def test_ordering_invariants(values: list[float], step_s: float, interval_s: float) -> None:
     r = analyze(f.evidence(_piecewise(values, step_s), [(0.3, 5.3)], interval_s=interval_s))
     run = r.runs[0]

@@ -40,7 +40,9 @@ class Backend(Protocol):
 
     def load(self) -> None: ...
 
-    def generate(self, prompts: list[str], params: GenerationParams, clock: Clock) -> BatchTiming: ...
+    def generate(
+        self, prompts: list[str], params: GenerationParams, clock: Clock
+    ) -> BatchTiming: ...
 
     def close(self) -> None: ...
 
@@ -62,7 +64,9 @@ def open_backend(opts: BackendOptions) -> Backend:
     if opts.kind == "synthetic":
         from modelgrid_bench.backends.synthetic import SyntheticBackend
 
-        return SyntheticBackend(opts.model, opts.synthetic_step_s, opts.synthetic_prefill_s_per_token)
+        return SyntheticBackend(
+            opts.model, opts.synthetic_step_s, opts.synthetic_prefill_s_per_token
+        )
     if opts.kind == "transformers":
         from modelgrid_bench.backends.hf import TransformersBackend
 
@@ -71,7 +75,9 @@ def open_backend(opts: BackendOptions) -> Backend:
         from modelgrid_bench.backends.openai import OpenAIBackend
 
         if not opts.endpoint:
-            raise BadInputError("the openai backend needs --endpoint URL (e.g. http://127.0.0.1:8000)")
+            raise BadInputError(
+                "the openai backend needs --endpoint URL (e.g. http://127.0.0.1:8000)"
+            )
         return OpenAIBackend(
             opts.endpoint, opts.served_model or opts.model, extensions=opts.engine_extensions
         )

@@ -23,34 +23,65 @@ RANDOM_PREFIX = "random:"
 #: Shapes of real architectures (from their published configs) plus a tiny one for CPU tests.
 ARCHITECTURES: dict[str, dict[str, Any]] = {
     "tiny-llama": {
-        "model_type": "llama", "hidden_size": 64, "intermediate_size": 172,
-        "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
-        "vocab_size": 1024, "max_position_embeddings": 4096,
+        "model_type": "llama",
+        "hidden_size": 64,
+        "intermediate_size": 172,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "vocab_size": 1024,
+        "max_position_embeddings": 4096,
     },
     "llama-3.2-1b": {
-        "model_type": "llama", "hidden_size": 2048, "intermediate_size": 8192,
-        "num_hidden_layers": 16, "num_attention_heads": 32, "num_key_value_heads": 8,
-        "vocab_size": 128256, "max_position_embeddings": 131072, "tie_word_embeddings": True,
+        "model_type": "llama",
+        "hidden_size": 2048,
+        "intermediate_size": 8192,
+        "num_hidden_layers": 16,
+        "num_attention_heads": 32,
+        "num_key_value_heads": 8,
+        "vocab_size": 128256,
+        "max_position_embeddings": 131072,
+        "tie_word_embeddings": True,
     },
     "llama-3.1-8b": {
-        "model_type": "llama", "hidden_size": 4096, "intermediate_size": 14336,
-        "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8,
-        "vocab_size": 128256, "max_position_embeddings": 131072,
+        "model_type": "llama",
+        "hidden_size": 4096,
+        "intermediate_size": 14336,
+        "num_hidden_layers": 32,
+        "num_attention_heads": 32,
+        "num_key_value_heads": 8,
+        "vocab_size": 128256,
+        "max_position_embeddings": 131072,
     },
     "llama-3.1-70b": {
-        "model_type": "llama", "hidden_size": 8192, "intermediate_size": 28672,
-        "num_hidden_layers": 80, "num_attention_heads": 64, "num_key_value_heads": 8,
-        "vocab_size": 128256, "max_position_embeddings": 131072,
+        "model_type": "llama",
+        "hidden_size": 8192,
+        "intermediate_size": 28672,
+        "num_hidden_layers": 80,
+        "num_attention_heads": 64,
+        "num_key_value_heads": 8,
+        "vocab_size": 128256,
+        "max_position_embeddings": 131072,
     },
     "mistral-7b": {
-        "model_type": "mistral", "hidden_size": 4096, "intermediate_size": 14336,
-        "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8,
-        "vocab_size": 32768, "max_position_embeddings": 32768,
+        "model_type": "mistral",
+        "hidden_size": 4096,
+        "intermediate_size": 14336,
+        "num_hidden_layers": 32,
+        "num_attention_heads": 32,
+        "num_key_value_heads": 8,
+        "vocab_size": 32768,
+        "max_position_embeddings": 32768,
     },
     "qwen2.5-7b": {
-        "model_type": "qwen2", "hidden_size": 3584, "intermediate_size": 18944,
-        "num_hidden_layers": 28, "num_attention_heads": 28, "num_key_value_heads": 4,
-        "vocab_size": 152064, "max_position_embeddings": 32768,
+        "model_type": "qwen2",
+        "hidden_size": 3584,
+        "intermediate_size": 18944,
+        "num_hidden_layers": 28,
+        "num_attention_heads": 28,
+        "num_key_value_heads": 4,
+        "vocab_size": 152064,
+        "max_position_embeddings": 32768,
     },
 }
 
@@ -81,8 +112,9 @@ class TransformersBackend:
 
     def __init__(self, model: str, *, device: str = "auto", dtype: str = "auto") -> None:
         if not model:
-            raise BadInputError("the transformers backend needs --model (a path, a cached id, "
-                                "or random:ARCH)")
+            raise BadInputError(
+                "the transformers backend needs --model (a path, a cached id, or random:ARCH)"
+            )
         self._model_ref = model
         self._device_pref = device
         self._dtype_pref = dtype
@@ -124,7 +156,7 @@ class TransformersBackend:
         ref = self._model_ref
         try:
             if ref.startswith(RANDOM_PREFIX):
-                arch = ref[len(RANDOM_PREFIX):]
+                arch = ref[len(RANDOM_PREFIX) :]
                 if arch not in ARCHITECTURES:
                     raise BadInputError(
                         f"unknown architecture {arch!r}; known: {', '.join(sorted(ARCHITECTURES))}"
@@ -133,9 +165,7 @@ class TransformersBackend:
                 config = transformers.AutoConfig.for_model(shape.pop("model_type"), **shape)
                 torch.manual_seed(0)
                 with torch.device(want):
-                    self._model = transformers.AutoModelForCausalLM.from_config(
-                        config, dtype=dtype
-                    )
+                    self._model = transformers.AutoModelForCausalLM.from_config(config, dtype=dtype)
                 self._detail = f"random weights, {arch} shape, {dtype}, {want}"
             else:
                 local = os.path.isdir(ref)
@@ -144,9 +174,9 @@ class TransformersBackend:
                     "use_safetensors": True,
                     "local_files_only": True,
                 }
-                self._tokenizer = transformers.AutoTokenizer.from_pretrained(ref, **{
-                    k: v for k, v in kwargs.items() if k != "use_safetensors"
-                })
+                self._tokenizer = transformers.AutoTokenizer.from_pretrained(
+                    ref, **{k: v for k, v in kwargs.items() if k != "use_safetensors"}
+                )
                 self._model = transformers.AutoModelForCausalLM.from_pretrained(
                     ref, dtype=dtype, **kwargs
                 ).to(want)

@@ -45,7 +45,8 @@ class OpenAIBackend:
         return BackendInfo(
             kind="openai",
             model=self._model,
-            detail=f"{self._endpoint}/v1/completions, extensions={'on' if self._extensions else 'off'}",
+            detail=f"{self._endpoint}/v1/completions, "
+            f"extensions={'on' if self._extensions else 'off'}",
             simulated=False,
         )
 
@@ -54,7 +55,9 @@ class OpenAIBackend:
         try:
             resp = self._client.get("/v1/models")
         except httpx.HTTPError as exc:
-            raise BackendError(f"inference endpoint {self._endpoint} is unreachable: {exc}") from exc
+            raise BackendError(
+                f"inference endpoint {self._endpoint} is unreachable: {exc}"
+            ) from exc
         if resp.status_code != 200:
             raise BackendError(f"{self._endpoint}/v1/models answered HTTP {resp.status_code}")
 

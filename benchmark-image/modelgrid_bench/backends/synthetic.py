@@ -35,7 +35,9 @@ class SyntheticBackend:
         time.sleep(self._step_s * max(params.output_tokens - 1, 0))
         end = clock()
         n = len(prompts)
-        return BatchTiming(start, [first] * n, end, [params.input_tokens] * n, [params.output_tokens] * n)
+        return BatchTiming(
+            start, [first] * n, end, [params.input_tokens] * n, [params.output_tokens] * n
+        )
 
     def close(self) -> None:
         return None

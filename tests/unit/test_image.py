@@ -1,0 +1,45 @@
+"""Static checks of the benchmark image's Dockerfile (no Docker engine exists in CI)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+DOCKERFILE = Path(__file__).resolve().parents[2] / "benchmark-image" / "Dockerfile"
+
+
+def _instructions() -> list[tuple[str, str]]:
+    text = DOCKERFILE.read_text().replace("\\\n", " ")
+    out = []
+    for raw in text.splitlines():
+        line = raw.strip()
+        if line and not line.startswith("#"):
+            word, _, rest = line.partition(" ")
+            out.append((word.upper(), rest.strip()))
+    return out
+
+
+def test_runs_as_a_numeric_non_root_user() -> None:
+    users = [rest for word, rest in _instructions() if word == "USER"]
+    assert users, "no USER instruction"
+    uid = users[-1].split(":")[0]
+    assert uid.isdigit()
+    assert int(uid) != 0
+
+
+def test_entrypoint_is_the_cli_and_models_load_offline() -> None:
+    ins = _instructions()
+    entry = [rest for word, rest in ins if word == "ENTRYPOINT"]
+    assert entry == ['["python", "-m", "modelgrid_bench"]']
+    env = " ".join(rest for word, rest in ins if word == "ENV")
+    assert "HF_HUB_OFFLINE=1" in env
+    assert "MODELGRID_TERMINATION_LOG=/dev/termination-log" in env
+    base = [rest for word, rest in ins if word == "ARG" and rest.startswith("BASE=")]
+    assert re.search(r"pytorch/pytorch:.*cuda", base[0])
+
+
+def test_the_package_never_enables_remote_code() -> None:
+    pkg = DOCKERFILE.parent / "modelgrid_bench"
+    for path in pkg.rglob("*.py"):
+        assert "trust_remote_code=True" not in path.read_text(), path
+        assert '"trust_remote_code": True' not in path.read_text(), path
