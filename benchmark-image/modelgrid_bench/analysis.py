@@ -107,8 +107,12 @@ def energy_model(per_gpu: list[Trace]) -> EnergyModel:
     counter_ok, reset = True, False
     for g in per_gpu:
         integrals.append((g.t_s, cumulative_energy_j(g.t_s, g.power_w)))
-        if g.energy_j.size and np.all(np.isfinite(g.energy_j)):
-            k = counter_knots(g.t_s, g.energy_j)
+        k = (
+            counter_knots(g.t_s, g.energy_j)
+            if g.energy_j.size and np.all(np.isfinite(g.energy_j))
+            else None
+        )
+        if k is not None and k.t_s.size >= 2:
             reset |= k.reset
             knots.append(k)
         else:
@@ -250,10 +254,17 @@ def _run_metrics(
 
 
 def sampler_health(ev: Evidence) -> SamplerHealth:
+    """Achieved interval and gaps over the measured runs (model loading may stall the sampler
+    harmlessly; a stall while the load runs is what matters)."""
     interval = ev.meta.sampler.interval_s
     per = _per_gpu(ev.trace)
     t = per[0].t_s if per else np.zeros(0)
     gaps = np.diff(t) if t.size > 1 else np.zeros(0)
+    if gaps.size and ev.timeline.runs:
+        touches = np.zeros(gaps.size, dtype=bool)
+        for run in ev.timeline.runs:
+            touches |= (t[1:] > run.start_s) & (t[:-1] < run.end_s)
+        gaps = gaps[touches]
     achieved = float(np.mean(gaps)) if gaps.size else float("inf")
     longest = float(np.max(gaps)) if gaps.size else float("inf")
     return SamplerHealth(
@@ -359,9 +370,10 @@ def analyze(ev: Evidence) -> BenchmarkResult:
 
     pooled = _pooled(ev, runs, windows, pooled_p, pooled_w, idle_power_w)
     if pooled is not None:
-        if (
-            pooled.energy_discrepancy_pct is not None
-            and abs(pooled.energy_discrepancy_pct) > ENERGY_DISCREPANCY_LIMIT_PCT
+        if any(
+            r.energy_discrepancy_pct is not None
+            and abs(r.energy_discrepancy_pct) > ENERGY_DISCREPANCY_LIMIT_PCT
+            for r in runs
         ):
             flags.append(Flag.ENERGY_DISCREPANCY)
         if pooled.throttled_s > THROTTLE_FLAG_FRACTION * pooled.duration_s:
@@ -374,6 +386,12 @@ def analyze(ev: Evidence) -> BenchmarkResult:
     ):
         flags.append(Flag.TOKEN_MISMATCH)
 
+    procs = ev.telemetry.get("process_count")
+    if procs.size == 0 or np.any(procs < 0):
+        notes.append(
+            "contention check incomplete: the source could not list the compute processes on "
+            "every GPU"
+        )
     crowded, busy, why = _contention(ev)
     refusal: Refusal | None = None
     if crowded:

@@ -296,3 +296,26 @@ def test_pooled_and_run_to_run_figures() -> None:
     assert spread.range == pytest.approx(40.0, rel=0.02)
     assert r.pooled.power_cv == pytest.approx(0.0, abs=1e-3)
     assert r.pooled.power_cv_ci95 is not None
+
+
+def test_a_stall_outside_the_runs_does_not_degrade_the_sampler() -> None:
+    t = np.arange(0.0, 12.0, 0.025)
+    t = t[(t < 0.2) | (t > 0.9)]  # e.g. the model loading while the sampler waits
+    r = analyze(f.evidence(f.constant(320.0), [(1.0, 11.0)], t_s=t, interval_s=0.025))
+    assert r.sampler_health.healthy
+    assert r.sampler_health.longest_gap_s < 0.03
+
+
+def test_a_counter_that_never_moves_is_not_trusted() -> None:
+    ev = f.evidence(f.constant(250.0), [(0.0, 10.0)])
+    ev.trace.energy_j[:] = 123.0
+    r = analyze(ev)
+    assert Flag.ENERGY_FALLBACK in r.flags
+    assert r.runs[0].energy_j == pytest.approx(2500.0, rel=1e-3)
+
+
+def test_unknown_process_counts_are_noted() -> None:
+    tel = f.telemetry(11.0, process_count=lambda t: -1)
+    r = analyze(f.evidence(f.constant(250.0), [(0.0, 10.0)], tel=tel))
+    assert any("contention check incomplete" in n for n in r.notes)
+    assert r.refusal is None

@@ -11,6 +11,7 @@ request early.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import os
 from typing import Any
 
@@ -131,8 +132,9 @@ class TransformersBackend:
 
     def load(self) -> None:
         try:
-            import torch
-            import transformers
+            # Typed as Any: the engine is an optional dependency and its typing varies by version.
+            torch: Any = importlib.import_module("torch")
+            transformers: Any = importlib.import_module("transformers")
         except ImportError as exc:
             raise BadInputError(
                 "the transformers backend needs torch and transformers: "
