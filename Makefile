@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv inference test lint typecheck unit bench clean
+.PHONY: venv inference test lint typecheck unit bench sandbox controlplane clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,8 +27,16 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
+# The control-plane binaries (built from Go modules on first use, ~11 min cold; cached after).
+controlplane:
+	bash hack/build-control-plane.sh >/dev/null
+
 unit: $(STAMP)
-	$(PY) -m pytest
+	MODELGRID_K8S_BIN="$$(bash hack/build-control-plane.sh | tail -n 1)" $(PY) -m pytest
+
+# The main job: a local cluster with simulated GPU nodes, until Ctrl-C.
+sandbox: $(STAMP)
+	MODELGRID_K8S_BIN="$$(bash hack/build-control-plane.sh | tail -n 1)" $(PY) -m modelgrid_sandbox
 
 test: lint typecheck unit
 

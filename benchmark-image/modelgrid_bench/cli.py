@@ -91,7 +91,14 @@ def _parser() -> argparse.ArgumentParser:
         help="nvml (default) or replay:PATH|builtin:NAME (simulated)",
     )
     s.add_argument("--replay-gpu-name", default=os.environ.get("MODELGRID_REPLAY_GPU_NAME"))
-    s.add_argument("--replay-gpus", type=int, default=None)
+    s.add_argument(
+        "--replay-gpus",
+        type=int,
+        default=int(os.environ["MODELGRID_REPLAY_GPUS"])
+        if os.environ.get("MODELGRID_REPLAY_GPUS", "").isdigit()
+        else None,
+        help="GPUs a replay presents (default: $MODELGRID_REPLAY_GPUS, else the trace's)",
+    )
     s.add_argument("--idle-baseline-s", type=float, default=5.0)
     s.add_argument("--expect-gpu", help="refuse unless every GPU is this product, e.g. NVIDIA-H200")
     s.add_argument("--expect-gpu-count", type=int)

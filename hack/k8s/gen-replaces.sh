@@ -14,6 +14,11 @@
 set -euo pipefail
 export GOTOOLCHAIN=local GOFLAGS="-mod=mod -buildvcs=false"
 
+# Default: newest release whose go.mod `go` line (1.26.0) go1.26.x satisfies AND
+# whose zip the module proxy serves here. Note `go list -m -versions
+# k8s.io/kubernetes` is stale (it stopped at v1.36.3 on 2026-11-22); probe
+# $GOPROXY/k8s.io/kubernetes/@v/vX.Y.Z.info instead. v1.37.2 exists but its
+# zip was refused ("403 This module version is not available") on 2026-11-22.
 K8S_VERSION="${1:-v1.37.1}"
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 

@@ -21,8 +21,9 @@ def main() -> int:
     p.add_argument("--kubeconfig-out", type=Path, default=REPO / "build" / "sandbox.kubeconfig")
     p.add_argument("--exit-after", type=float, default=None, help="stop after N seconds (tests)")
     args = p.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
-                        stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr
+    )
     args.log_dir.mkdir(parents=True, exist_ok=True)
     print(f"starting the control plane (logs: {args.log_dir})...", file=sys.stderr, flush=True)
     cluster = start_cluster(log_dir=args.log_dir)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kubernetes import client, config
-from kubernetes.client.rest import ApiException
+from kubernetes.client.exceptions import ApiException
 
 from modelgrid_sandbox.controlplane import REPO, ControlPlane
 from modelgrid_sandbox.nodeagent import NodeAgent, NodeSpec, default_fleet
@@ -32,9 +32,17 @@ class Cluster:
 
     def kubectl(self, *args: str, check: bool = True, stdin: str | None = None) -> str:
         proc = subprocess.run(
-            [str(self.control_plane.bin_dir / "kubectl"), "--kubeconfig", str(self.kubeconfig),
-             *args],
-            capture_output=True, text=True, input=stdin, check=False, timeout=120,
+            [
+                str(self.control_plane.bin_dir / "kubectl"),
+                "--kubeconfig",
+                str(self.kubeconfig),
+                *args,
+            ],
+            capture_output=True,
+            text=True,
+            input=stdin,
+            check=False,
+            timeout=120,
         )
         if check and proc.returncode != 0:
             raise RuntimeError(f"kubectl {' '.join(args)} failed: {proc.stderr.strip()}")
@@ -62,7 +70,7 @@ def start_cluster(
 ) -> Cluster:
     cp = ControlPlane.start(bin_dir, log_dir=log_dir)
     try:
-        api = api_client(cp.kubeconfig)  # type: ignore[arg-type]
+        api = api_client(cp.kubeconfig)
         agent = NodeAgent(api, fleet or default_fleet(), cp.workdir / "nodes")
         (cp.workdir / "nodes").mkdir(exist_ok=True)
         agent.start()
@@ -72,7 +80,9 @@ def start_cluster(
         raise
 
 
-def wait_for_default_service_account(api: client.ApiClient, namespace: str, timeout_s: float = 30) -> None:
+def wait_for_default_service_account(
+    api: client.ApiClient, namespace: str, timeout_s: float = 30
+) -> None:
     """Pods cannot be created before the namespace's `default` ServiceAccount exists."""
     core = client.CoreV1Api(api)
     deadline = time.monotonic() + timeout_s

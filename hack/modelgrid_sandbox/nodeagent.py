@@ -13,6 +13,7 @@ Deleting a pod stops its process.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import datetime as dt
 import logging
@@ -25,12 +26,13 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from kubernetes import client, watch
-from kubernetes.client.rest import ApiException
+from kubernetes.client.exceptions import ApiException
 
 log = logging.getLogger(__name__)
 
@@ -258,7 +260,9 @@ class NodeAgent:
                 w = watch.Watch()
                 for event in w.stream(
                     self.core.list_pod_for_all_namespaces,
-                    resource_version=listing.metadata.resource_version,
+                    resource_version=listing.metadata.resource_version
+                    if listing.metadata
+                    else None,
                     timeout_seconds=30,
                 ):
                     if self._stop.is_set():
@@ -388,7 +392,7 @@ class NodeAgent:
         results: dict[str, dict[str, Any]] = {}
         for launch in launches.values():
             launch.start()
-            r.procs.append(launch.proc)  # type: ignore[arg-type]
+            r.procs.append(launch.proc)
         self._patch_status(pod, self._running_status(launches))
         deadline_hit = False
         while len(results) < len(launches):
@@ -411,7 +415,7 @@ class NodeAgent:
                     if r.stop.wait(min(2.0**launch.restarts, 10.0)):
                         return
                     launch.start()
-                    r.procs.append(launch.proc)  # type: ignore[arg-type]
+                    r.procs.append(launch.proc)
                     self._patch_status(pod, self._running_status(launches))
                     continue
                 results[name] = launch.terminated_status(code)
@@ -457,7 +461,8 @@ class NodeAgent:
         def rewrite(value: str) -> str:
             for mount in sorted(mounts, key=len, reverse=True):
                 pattern = r"(?<![\w./-])" + re.escape(mount) + r"(?=/|$|[\s\"',:;=])"
-                value = re.sub(pattern, lambda _m, p=str(mounts[mount]): p, value)
+                # A function replacement keeps backslashes in the path literal.
+                value = re.sub(pattern, _literal(str(mounts[mount])), value)
             return value
 
         env: dict[str, str] = {
@@ -534,12 +539,10 @@ class NodeAgent:
             return None
         try:
             if source.config_map_key_ref is not None:
-                data = self.core.read_namespaced_config_map(ref.name, pod.metadata.namespace).data
-                return str((data or {}).get(ref.key, ""))
-            import base64
-
-            data = self.core.read_namespaced_secret(ref.name, pod.metadata.namespace).data
-            raw = (data or {}).get(ref.key)
+                cm = self.core.read_namespaced_config_map(ref.name, pod.metadata.namespace)
+                return str((cm.data or {}).get(ref.key, ""))
+            secret = self.core.read_namespaced_secret(ref.name, pod.metadata.namespace)
+            raw = (secret.data or {}).get(ref.key)
             return base64.b64decode(raw).decode() if raw else ""
         except ApiException:
             return None
@@ -647,6 +650,10 @@ class _Launch:
             "restartCount": self.restarts,
             "state": {"terminated": terminated},
         }
+
+
+def _literal(text: str) -> Callable[[re.Match[str]], str]:
+    return lambda _m: text
 
 
 def _expand(value: str, env: dict[str, str]) -> str:
