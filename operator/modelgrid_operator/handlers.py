@@ -1,0 +1,276 @@
+"""kopf wiring: thin handlers that call `Reconciler.reconcile`. Does I/O through `kube`.
+
+Every trigger (a qualification created, changed or resumed; a periodic resync; one of its Jobs
+or pods changing, seen through a server-side label-selected watch; a TierPolicy changing) ends
+in the same level-triggered reconcile of one qualification, serialised per object. Handlers
+never return values into status: the reconciler patches the status subresource explicitly.
+kopf keeps its own progress and diff-base in annotations, so status belongs to the API.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import Any
+
+import kopf
+from kubernetes import watch
+
+from modelgrid_bench.contract import ResultRejected
+from modelgrid_operator import metrics
+from modelgrid_operator.api import GROUP, MQ_PLURAL, TP_PLURAL, VERSION
+from modelgrid_operator.jobs import LABEL_MANAGED, LABEL_QUALIFICATION, MANAGED_BY, job_name
+from modelgrid_operator.kube import Kube
+from modelgrid_operator.reconcile import ActionKind, Observed, decide, parse_iso
+from modelgrid_operator.settings import Settings
+
+log = logging.getLogger("modelgrid_operator")
+
+
+def _job_active(job: dict[str, Any]) -> bool:
+    done = {"Complete", "Failed", "SuccessCriteriaMet", "FailureTarget"}
+    conds = (job.get("status") or {}).get("conditions") or []
+    return not any(c.get("type") in done and c.get("status") == "True" for c in conds)
+
+
+class Reconciler:
+    def __init__(self, kube: Kube, settings: Settings) -> None:
+        self.kube = kube
+        self.settings = settings
+        self._locks: dict[tuple[str, str], threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    @contextmanager
+    def _locked(self, namespace: str, name: str) -> Iterator[None]:
+        with self._guard:
+            lock = self._locks.setdefault((namespace, name), threading.Lock())
+        with lock:
+            yield
+
+    def watched(self, namespace: str) -> bool:
+        return not self.settings.namespaces or namespace in self.settings.namespaces
+
+    def reconcile(self, namespace: str, name: str) -> float | None:
+        if not self.watched(namespace):
+            return None
+        with self._locked(namespace, name):
+            try:
+                requeue = self._reconcile(namespace, name)
+            except ResultRejected:
+                raise
+            except Exception:
+                metrics.RECONCILES.labels(outcome="error").inc()
+                raise
+            metrics.RECONCILES.labels(outcome="ok").inc()
+            return requeue
+
+    def _reconcile(self, namespace: str, name: str) -> float | None:
+        mq = self.kube.get_qualification(namespace, name)
+        if mq is None or mq["metadata"].get("deletionTimestamp"):
+            metrics.forget(namespace, name)
+            return None
+        meta, spec = mq["metadata"], mq.get("spec") or {}
+        status = mq.get("status") or {}
+        generation = int(meta.get("generation", 1))
+        policy_name = (spec.get("policyRef") or {}).get("name") or self.settings.default_policy
+        policy = self.kube.get_policy(policy_name)
+        attempt = (
+            int(status.get("attempt") or 0) if status.get("observedGeneration") == generation else 0
+        )
+        current = job_name(name, meta["uid"], generation, attempt)
+        jobs = self.kube.jobs_of(namespace, name)
+        job = next((j for j in jobs if j["metadata"]["name"] == current), None)
+        stale = [
+            j["metadata"]["name"]
+            for j in jobs
+            if j["metadata"]["name"] != current and _job_active(j)
+        ]
+        pods = self.kube.pods_of_job(namespace, current) if job else []
+        active = self.kube.active_benchmarks() if job is None else 0
+        obs = Observed(
+            name=name,
+            namespace=namespace,
+            uid=meta["uid"],
+            generation=generation,
+            spec=spec,
+            status=status,
+            policy_name=policy_name,
+            policy=policy,
+            job=job,
+            pods=pods,
+            stale_jobs=stale,
+            active_benchmarks=active,
+            max_concurrent=self.settings.max_concurrent_jobs,
+            now=dt.datetime.now(dt.UTC),
+        )
+        d = decide(obs, self.settings.job)
+        for old in d.delete_jobs:
+            log.info("superseding Job %s/%s", namespace, old)
+            self.kube.delete_job(namespace, old)
+        if d.action is ActionKind.CREATE_JOB and d.job is not None:
+            self.kube.create_job(namespace, d.job)
+        self.kube.patch_qualification_status(namespace, name, d.status)
+        new_phase = d.status.get("phase", status.get("phase"))
+        if _changed(status, d.status):
+            for event_type, reason, message in d.events:
+                self.kube.post_event(mq, event_type, reason, message)
+            if new_phase in ("Succeeded", "Failed"):
+                started = parse_iso(d.status.get("startedAt") or status.get("startedAt"))
+                if started is not None:
+                    metrics.BENCHMARK_SECONDS.observe((obs.now - started).total_seconds())
+            if new_phase == "Failed":
+                ready: dict[str, Any] = next(
+                    (c for c in d.status.get("conditions", []) if c["type"] == "Stalled"), {}
+                )
+                if ready.get("reason") == "ResultRejected":
+                    metrics.REFUSED.labels(reason=str(ready.get("message", "")).split(":")[0]).inc()
+        tier = (
+            (d.status.get("tier") or status.get("tier") or {}) if new_phase == "Succeeded" else {}
+        )
+        metrics.observe(
+            namespace,
+            name,
+            str(new_phase or "Pending"),
+            str(tier.get("number", "none")) if tier else "none",
+        )
+        return d.requeue_after_s
+
+    def reconcile_policy_users(self, policy: str) -> None:
+        for mq in self.kube.list_qualifications():
+            ref = ((mq.get("spec") or {}).get("policyRef") or {}).get("name")
+            if (ref or self.settings.default_policy) == policy:
+                m = mq["metadata"]
+                self.reconcile(m["namespace"], m["name"])
+
+
+def _changed(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    def key(st: dict[str, Any]) -> tuple[Any, ...]:
+        conds = {
+            c.get("type"): (c.get("status"), c.get("reason")) for c in st.get("conditions", [])
+        }
+        return st.get("phase"), st.get("attempt"), tuple(sorted(conds.items()))
+
+    return key(old) != key({**old, **new})
+
+
+class _Watcher:
+    """Server-side label-selected watches of our Jobs and pods, mapped to their owner."""
+
+    def __init__(self, reconciler: Reconciler) -> None:
+        self.r = reconciler
+        self.stop = threading.Event()
+        self.pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="reconcile")
+        self._pending: set[tuple[str, str]] = set()
+        self._lock = threading.Lock()
+
+    def _enqueue(self, namespace: str, name: str) -> None:
+        with self._lock:
+            if (namespace, name) in self._pending:
+                return
+            self._pending.add((namespace, name))
+
+        def run() -> None:
+            with self._lock:
+                self._pending.discard((namespace, name))
+            try:
+                self.r.reconcile(namespace, name)
+            except Exception:
+                log.exception("reconcile of %s/%s after a Job/pod change failed", namespace, name)
+
+        self.pool.submit(run)
+
+    def _loop(self, list_fn: Any) -> None:
+        selector = f"{LABEL_MANAGED}={MANAGED_BY}"
+        while not self.stop.is_set():
+            try:
+                w = watch.Watch()
+                for event in w.stream(list_fn, label_selector=selector, timeout_seconds=60):
+                    if self.stop.is_set():
+                        w.stop()
+                        return
+                    meta = event["object"].metadata
+                    owner = (meta.labels or {}).get(LABEL_QUALIFICATION)
+                    if owner:
+                        self._enqueue(meta.namespace, owner)
+            except Exception as exc:
+                if not self.stop.is_set():
+                    log.warning("watch restarted after: %s", exc)
+                    self.stop.wait(1.0)
+
+    def start(self) -> None:
+        k = self.r.kube
+        for fn, name in (
+            (k.batch.list_job_for_all_namespaces, "jobs"),
+            (k.core.list_pod_for_all_namespaces, "pods"),
+        ):
+            threading.Thread(
+                target=self._loop, args=(fn,), name=f"watch-{name}", daemon=True
+            ).start()
+
+
+_runtime: dict[str, Any] = {}
+
+
+def _reconciler() -> Reconciler:
+    return _runtime["reconciler"]  # type: ignore[no-any-return]
+
+
+@kopf.on.startup()
+def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+    # kopf keeps its bookkeeping in annotations so that status is only ours.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration"
+    )
+    settings.posting.level = logging.WARNING
+    settings.watching.server_timeout = 300
+    cfg = Settings.from_env()
+    reconciler = Reconciler(Kube(), cfg)
+    _runtime["reconciler"] = reconciler
+    if cfg.metrics_port:
+        metrics.serve(cfg.metrics_port)
+    watcher = _Watcher(reconciler)
+    watcher.start()
+    _runtime["watcher"] = watcher
+    log.info(
+        "modelgrid operator started: default policy %s, at most %d benchmark Jobs",
+        cfg.default_policy,
+        cfg.max_concurrent_jobs,
+    )
+
+
+@kopf.on.cleanup()
+def cleanup(**_: Any) -> None:
+    watcher = _runtime.get("watcher")
+    if watcher is not None:
+        watcher.stop.set()
+        watcher.pool.shutdown(wait=False, cancel_futures=True)
+
+
+@kopf.on.create(GROUP, VERSION, MQ_PLURAL)
+@kopf.on.update(GROUP, VERSION, MQ_PLURAL, field="spec")
+@kopf.on.resume(GROUP, VERSION, MQ_PLURAL)
+def on_qualification(namespace: str, name: str, **_: Any) -> None:
+    _reconciler().reconcile(namespace, name)
+
+
+@kopf.timer(GROUP, VERSION, MQ_PLURAL, interval=30.0, initial_delay=5.0)
+def resync(namespace: str, name: str, **_: Any) -> None:
+    # Covers what no watch event announces: a free slot in the queue, an expiry, a lost event.
+    _reconciler().reconcile(namespace, name)
+
+
+@kopf.on.delete(GROUP, VERSION, MQ_PLURAL, optional=True)
+def on_deleted(namespace: str, name: str, **_: Any) -> None:
+    metrics.forget(namespace, name)
+
+
+@kopf.on.create(GROUP, VERSION, TP_PLURAL)
+@kopf.on.update(GROUP, VERSION, TP_PLURAL, field="spec")
+@kopf.on.resume(GROUP, VERSION, TP_PLURAL)
+def on_policy(name: str, **_: Any) -> None:
+    _reconciler().reconcile_policy_users(name)

@@ -1,0 +1,246 @@
+"""The benchmark Job for one generation of a ModelQualification. Pure: builds a manifest.
+
+One Job per generation, with a deterministic name (the qualification's name, generation and a
+hash of its uid), so a restarted operator finds the Job it made instead of making another. The
+pod runs the benchmark image under the Pod Security "restricted" profile, asks for the GPUs,
+selects the GPU product, tolerates the GPU taint, and reports through its termination message.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from modelgrid_bench.errors import ExitCode
+from modelgrid_operator.api import GROUP, VERSION, QualificationSpec
+
+GPU_RESOURCE = "nvidia.com/gpu"
+PRODUCT_LABEL = "nvidia.com/gpu.product"
+LABEL_QUALIFICATION = f"{GROUP}/qualification"
+LABEL_GENERATION = f"{GROUP}/generation"
+LABEL_ATTEMPT = f"{GROUP}/attempt"
+LABEL_MANAGED = "app.kubernetes.io/managed-by"
+MANAGED_BY = "modelgrid-operator"
+KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+CONTAINER = "benchmark"
+RESULTS_DIR = "/results"
+MODEL_DIR = "/models"
+
+
+@dataclass(frozen=True)
+class JobSettings:
+    image: str = "ghcr.io/firmus/modelgrid-bench:0.1.0"
+    image_pull_policy: str = "IfNotPresent"
+    backoff_limit: int = 2
+    ttl_seconds_after_finished: int = 86400
+    cpu_request: str = "2"
+    memory_request: str = "16Gi"
+    memory_limit: str = "64Gi"
+    service_account: str | None = None
+
+
+def job_name(name: str, uid: str, generation: int, attempt: int = 0) -> str:
+    digest = hashlib.sha256(f"{uid}:{generation}:{attempt}".encode()).hexdigest()[:6]
+    suffix = f"-g{generation}" + (f"r{attempt}" if attempt else "") + f"-{digest}"
+    return name[: 63 - len(suffix)].rstrip("-.") + suffix
+
+
+def benchmark_args(spec: QualificationSpec) -> list[str]:
+    w = spec.workload
+    workload = {
+        "samples": w.samples,
+        "tokens_per_sample": w.tokens_per_sample,
+        "batch_size": w.batch_size,
+        "input_tokens": w.input_tokens,
+        "temperature": w.temperature,
+        "top_p": w.top_p,
+        "prompt_type": w.prompt_type.value,
+        "warmup_samples": w.warmup_samples,
+        "repeats": w.repeats,
+        "concurrency": w.concurrency,
+        "seed": w.seed,
+    }
+    src = spec.model.source
+    args = ["run", "--workload-json", json.dumps(workload, separators=(",", ":"))]
+    if src.random_weights is not None:
+        args += [
+            "--backend",
+            "transformers",
+            "--model",
+            f"random:{src.random_weights.architecture}",
+        ]
+    elif src.pvc is not None:
+        path = f"{MODEL_DIR}/{src.pvc.path.strip('/')}".rstrip("/")
+        args += ["--backend", "transformers", "--model", path]
+    elif src.cache is not None:
+        args += ["--backend", "transformers", "--model", src.cache.model_id]
+    elif src.endpoint is not None:
+        args += [
+            "--backend",
+            "openai",
+            "--endpoint",
+            src.endpoint.url,
+            "--model",
+            src.endpoint.served_model or spec.model.name,
+        ]
+    args += [
+        "--expect-gpu",
+        spec.hardware.gpu_product,
+        "--expect-gpu-count",
+        str(spec.hardware.gpu_count),
+        "--interval-ms",
+        str(spec.sampling_interval_ms),
+        "--output-dir",
+        f"{RESULTS_DIR}/evidence",
+    ]
+    return args
+
+
+def build_job(
+    *,
+    name: str,
+    namespace: str,
+    uid: str,
+    generation: int,
+    spec: QualificationSpec,
+    settings: JobSettings,
+    attempt: int = 0,
+) -> dict[str, Any]:
+    hw = spec.hardware
+    labels = {
+        LABEL_QUALIFICATION: name,
+        LABEL_GENERATION: str(generation),
+        LABEL_ATTEMPT: str(attempt),
+        LABEL_MANAGED: MANAGED_BY,
+        "app.kubernetes.io/name": "modelgrid-benchmark",
+        "app.kubernetes.io/part-of": "modelgrid",
+    }
+    job_labels = dict(labels)
+    if spec.queue_name:
+        job_labels[KUEUE_QUEUE_LABEL] = spec.queue_name
+    node_selector = {PRODUCT_LABEL: hw.gpu_product, **hw.node_selector}
+    tolerations: list[dict[str, Any]] = [
+        {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
+    ]
+    tolerations += [t.model_dump(by_alias=True, exclude_none=True) for t in hw.tolerations]
+    volumes: list[dict[str, Any]] = [
+        {"name": "results", "emptyDir": {}},
+        {"name": "tmp", "emptyDir": {}},
+    ]
+    mounts: list[dict[str, Any]] = [
+        {"name": "results", "mountPath": RESULTS_DIR},
+        {"name": "tmp", "mountPath": "/tmp"},
+    ]
+    env: list[dict[str, Any]] = [
+        {"name": "MODELGRID_TERMINATION_LOG", "value": "/dev/termination-log"},
+        {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+        {"name": "HOME", "value": "/tmp"},
+    ]
+    src = spec.model.source
+    if src.pvc is not None:
+        volumes.append(
+            {
+                "name": "model",
+                "persistentVolumeClaim": {"claimName": src.pvc.claim_name, "readOnly": True},
+            }
+        )
+        mounts.append({"name": "model", "mountPath": MODEL_DIR, "readOnly": True})
+    if src.cache is not None:
+        volumes.append(
+            {
+                "name": "model",
+                "persistentVolumeClaim": {"claimName": src.cache.claim_name, "readOnly": True},
+            }
+        )
+        mounts.append({"name": "model", "mountPath": MODEL_DIR, "readOnly": True})
+        env.append({"name": "HF_HOME", "value": f"{MODEL_DIR}/hf"})
+        env.append({"name": "HF_HUB_OFFLINE", "value": "1"})
+    container = {
+        "name": CONTAINER,
+        "image": settings.image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "args": benchmark_args(spec),
+        "env": env,
+        "resources": {
+            "requests": {
+                "cpu": settings.cpu_request,
+                "memory": settings.memory_request,
+                GPU_RESOURCE: str(hw.gpu_count),
+            },
+            "limits": {"memory": settings.memory_limit, GPU_RESOURCE: str(hw.gpu_count)},
+        },
+        "volumeMounts": mounts,
+        "terminationMessagePath": "/dev/termination-log",
+        # The benchmark writes its own JSON there; a crash before it can still be diagnosed.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+    }
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "nodeSelector": node_selector,
+        "tolerations": tolerations,
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": 65532,
+            "runAsGroup": 65532,
+            "fsGroup": 65532,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [container],
+        "volumes": volumes,
+    }
+    if settings.service_account:
+        pod_spec["serviceAccountName"] = settings.service_account
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": job_name(name, uid, generation, attempt),
+            "namespace": namespace,
+            "labels": job_labels,
+            "ownerReferences": [
+                {
+                    "apiVersion": f"{GROUP}/{VERSION}",
+                    "kind": "ModelQualification",
+                    "name": name,
+                    "uid": uid,
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ],
+        },
+        "spec": {
+            "backoffLimit": settings.backoff_limit,
+            "activeDeadlineSeconds": spec.timeout_seconds,
+            "ttlSecondsAfterFinished": settings.ttl_seconds_after_finished,
+            # Kueue admits a suspended Job when a queue is named; otherwise it starts at once.
+            "suspend": bool(spec.queue_name),
+            "podFailurePolicy": {
+                "rules": [
+                    {  # bad input cannot get better by retrying
+                        "action": "FailJob",
+                        "onExitCodes": {
+                            "containerName": CONTAINER,
+                            "operator": "In",
+                            "values": [int(ExitCode.BAD_INPUT)],
+                        },
+                    },
+                    {  # evictions and preemptions are not the benchmark's failure
+                        "action": "Ignore",
+                        "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}],
+                    },
+                ]
+            },
+            "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+        },
+    }

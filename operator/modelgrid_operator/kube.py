@@ -1,0 +1,165 @@
+"""The one module that talks to the Kubernetes API (kopf's own watches aside). Does I/O.
+
+Thin wrappers over the kubernetes client with the operator's conventions: objects as plain
+dicts, 404 as None, 409 on create as "already there" (so a restarted operator adopts the Job it
+made instead of duplicating it), status written through the status subresource only.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from typing import Any, cast
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from modelgrid_operator.api import GROUP, MQ_PLURAL, TP_PLURAL, VERSION
+from modelgrid_operator.jobs import LABEL_MANAGED, LABEL_QUALIFICATION, MANAGED_BY
+
+log = logging.getLogger(__name__)
+
+
+class Kube:
+    def __init__(self, api: client.ApiClient | None = None) -> None:
+        if api is None:
+            try:
+                config.load_incluster_config()
+            except config.ConfigException:
+                config.load_kube_config()
+            api = client.ApiClient()
+        self.api = api
+        self.core = client.CoreV1Api(api)
+        self.batch = client.BatchV1Api(api)
+        self.custom = client.CustomObjectsApi(api)
+
+    def _dict(self, obj: Any) -> dict[str, Any]:
+        out: dict[str, Any] = self.api.sanitize_for_serialization(obj)
+        return out
+
+    # -- qualifications and policies -------------------------------------------------------
+
+    def get_qualification(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            obj = cast(
+                dict[str, Any],
+                self.custom.get_namespaced_custom_object(
+                    GROUP, VERSION, namespace, MQ_PLURAL, name
+                ),
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return obj
+
+    def list_qualifications(self) -> list[dict[str, Any]]:
+        listing = cast(
+            dict[str, Any], self.custom.list_cluster_custom_object(GROUP, VERSION, MQ_PLURAL)
+        )
+        return list(listing["items"])
+
+    def patch_qualification_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        try:
+            self.custom.patch_namespaced_custom_object_status(
+                GROUP, VERSION, namespace, MQ_PLURAL, name, {"status": status}
+            )
+        except ApiException as exc:
+            if exc.status != 404:  # deleted meanwhile: nothing to report on
+                raise
+
+    def get_policy(self, name: str) -> dict[str, Any] | None:
+        try:
+            obj = cast(
+                dict[str, Any],
+                self.custom.get_cluster_custom_object(GROUP, VERSION, TP_PLURAL, name),
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return obj
+
+    # -- jobs and pods ---------------------------------------------------------------------
+
+    def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return self._dict(self.batch.read_namespaced_job(name, namespace))
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def create_job(self, namespace: str, manifest: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return self._dict(self.batch.create_namespaced_job(namespace, manifest))
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+            existing = self.get_job(namespace, manifest["metadata"]["name"])
+            if existing is None:
+                raise
+            return existing
+
+    def delete_job(self, namespace: str, name: str) -> None:
+        try:
+            self.batch.delete_namespaced_job(name, namespace, propagation_policy="Background")
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+    def jobs_of(self, namespace: str, qualification: str) -> list[dict[str, Any]]:
+        selector = f"{LABEL_MANAGED}={MANAGED_BY},{LABEL_QUALIFICATION}={qualification}"
+        jobs = self.batch.list_namespaced_job(namespace, label_selector=selector).items
+        return [self._dict(j) for j in jobs]
+
+    def pods_of_job(self, namespace: str, job: str) -> list[dict[str, Any]]:
+        pods = self.core.list_namespaced_pod(namespace, label_selector=f"job-name={job}").items
+        return [self._dict(p) for p in pods]
+
+    def active_benchmarks(self) -> int:
+        """Benchmark Jobs cluster-wide that have neither finished nor wait suspended."""
+        jobs = self.batch.list_job_for_all_namespaces(
+            label_selector=f"{LABEL_MANAGED}={MANAGED_BY}"
+        ).items
+        count = 0
+        for j in jobs:
+            conds = {
+                c.type
+                for c in ((j.status.conditions if j.status else None) or [])
+                if c.status == "True"
+            }
+            if conds & {"Complete", "Failed", "SuccessCriteriaMet", "FailureTarget"}:
+                continue
+            if j.spec is not None and j.spec.suspend:
+                continue
+            count += 1
+        return count
+
+    # -- events ----------------------------------------------------------------------------
+
+    def post_event(self, obj: dict[str, Any], event_type: str, reason: str, message: str) -> None:
+        meta = obj["metadata"]
+        now = dt.datetime.now(dt.UTC)
+        body = {
+            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            "involvedObject": {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": "ModelQualification",
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta["uid"],
+            },
+            "type": event_type,
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": "modelgrid-operator"},
+            "firstTimestamp": now.isoformat(),
+            "lastTimestamp": now.isoformat(),
+            "count": 1,
+            "reportingComponent": "modelgrid-operator",
+        }
+        try:
+            self.core.create_namespaced_event(meta["namespace"], body)
+        except ApiException as exc:  # an event is worth a log line, never a failed reconcile
+            log.warning("cannot post event %s on %s: %s", reason, meta["name"], exc.reason)

@@ -1,0 +1,551 @@
+"""The reconcile decision: from what is observed to the status and the one action to take. Pure.
+
+The operator is level-triggered: whatever woke it (the qualification changed, its Job or pod
+moved, a TierPolicy changed, a timer fired), it observes the world, calls `decide`, applies the
+action and writes the status. Conditions follow kstatus, so Flux and Argo CD read health:
+Reconciling=True while work is in progress, Stalled=True when it ended without a verdict,
+Ready=True with a verdict; Scheduled and Verified add detail.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from pydantic import ValidationError
+
+from modelgrid_bench.contract import SCHEMA_FAILURE, BenchFailure, ResultRejected
+from modelgrid_bench.errors import ExitCode
+from modelgrid_operator.api import (
+    ConditionType,
+    Phase,
+    QualificationSpec,
+    Reason,
+    TierPolicySpec,
+)
+from modelgrid_operator.jobs import JobSettings, build_job, job_name
+from modelgrid_operator.verdict import evaluate, measured_status, validate_result
+
+HISTORY_LIMIT = 10
+QUEUE_RECHECK_S = 15.0
+MESSAGE_LIMIT = 1024
+
+
+class ActionKind(StrEnum):
+    NONE = "None"
+    CREATE_JOB = "CreateJob"
+
+
+@dataclass(frozen=True)
+class Observed:
+    """Everything `decide` may look at, gathered by the handlers."""
+
+    name: str
+    namespace: str
+    uid: str
+    generation: int
+    spec: dict[str, Any]
+    status: dict[str, Any]
+    policy_name: str
+    policy: dict[str, Any] | None  # the TierPolicy object, None when absent
+    job: dict[str, Any] | None  # the Job of the current generation and attempt
+    pods: list[dict[str, Any]]  # that Job's pods
+    stale_jobs: list[str]  # active Jobs of earlier generations or attempts
+    active_benchmarks: int  # benchmark Jobs running cluster-wide (for the cap)
+    max_concurrent: int
+    now: dt.datetime
+
+
+@dataclass
+class Decision:
+    status: dict[str, Any]
+    action: ActionKind = ActionKind.NONE
+    job: dict[str, Any] | None = None
+    delete_jobs: list[str] = field(default_factory=list)
+    events: list[tuple[str, str, str]] = field(default_factory=list)  # (type, reason, message)
+    requeue_after_s: float | None = None
+
+
+def _iso(t: dt.datetime) -> str:
+    return t.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_iso(text: str | None) -> dt.datetime | None:
+    if not text:
+        return None
+    return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def parse_duration(text: str) -> dt.timedelta:
+    m = re.fullmatch(r"(\d+)(h|d)", text.strip())
+    if not m:
+        raise ValueError(f"reverifyAfter {text!r} is not like '365d' or '72h'")
+    n = int(m.group(1))
+    return dt.timedelta(days=n) if m.group(2) == "d" else dt.timedelta(hours=n)
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= MESSAGE_LIMIT else text[: MESSAGE_LIMIT - 1] + "…"
+
+
+def conditions(
+    previous: list[dict[str, Any]],
+    wanted: dict[ConditionType, tuple[bool, str, str]],
+    generation: int,
+    now: dt.datetime,
+) -> list[dict[str, Any]]:
+    """Condition list with lastTransitionTime kept where a status did not change."""
+    old = {c.get("type"): c for c in previous}
+    out = []
+    for ctype, (value, reason, message) in wanted.items():
+        status = "True" if value else "False"
+        prev = old.get(ctype.value)
+        changed = prev is None or prev.get("status") != status
+        out.append(
+            {
+                "type": ctype.value,
+                "status": status,
+                "reason": reason,
+                "message": _clip(message),
+                "observedGeneration": generation,
+                "lastTransitionTime": _iso(now) if changed else prev["lastTransitionTime"],  # type: ignore[index]
+            }
+        )
+    return out
+
+
+def _in_progress(
+    obs: Observed, phase: Phase, reason: Reason, message: str, scheduled: tuple[bool, str, str]
+) -> dict[str, Any]:
+    return {
+        "phase": phase.value,
+        "conditions": conditions(
+            obs.status.get("conditions", []),
+            {
+                ConditionType.READY: (False, reason.value, message),
+                ConditionType.RECONCILING: (True, reason.value, message),
+                ConditionType.STALLED: (False, reason.value, ""),
+                ConditionType.SCHEDULED: scheduled,
+                ConditionType.VERIFIED: (False, "Pending", "no verdict yet"),
+            },
+            obs.generation,
+            obs.now,
+        ),
+    }
+
+
+def _failed(obs: Observed, reason: str, message: str) -> dict[str, Any]:
+    prev_sched = next(
+        (c for c in obs.status.get("conditions", []) if c.get("type") == "Scheduled"), None
+    )
+    scheduled = (
+        prev_sched is not None and prev_sched.get("status") == "True",
+        str(prev_sched.get("reason", "Unknown")) if prev_sched else "Unknown",
+        str(prev_sched.get("message", "")) if prev_sched else "",
+    )
+    return {
+        "phase": Phase.FAILED.value,
+        "completedAt": _iso(obs.now),
+        "conditions": conditions(
+            obs.status.get("conditions", []),
+            {
+                ConditionType.READY: (False, reason, message),
+                ConditionType.RECONCILING: (False, reason, ""),
+                ConditionType.STALLED: (True, reason, message),
+                ConditionType.SCHEDULED: scheduled,
+                ConditionType.VERIFIED: (False, reason, "no verdict: " + message),
+            },
+            obs.generation,
+            obs.now,
+        ),
+    }
+
+
+def _job_condition(job: dict[str, Any], kind: str) -> dict[str, Any] | None:
+    for c in (job.get("status") or {}).get("conditions") or []:
+        if c.get("type") == kind and c.get("status") == "True":
+            return dict(c)
+    return None
+
+
+def _terminated(pod: dict[str, Any]) -> dict[str, Any] | None:
+    for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+        term = (cs.get("state") or {}).get("terminated")
+        if term:
+            return dict(term)
+    return None
+
+
+def _unschedulable(pods: list[dict[str, Any]]) -> str | None:
+    for pod in pods:
+        for c in (pod.get("status") or {}).get("conditions") or []:
+            if c.get("type") == "PodScheduled" and c.get("status") == "False":
+                return str(c.get("message") or c.get("reason") or "unschedulable")
+    return None
+
+
+def _benchmark_failure(pods: list[dict[str, Any]]) -> tuple[str, str] | None:
+    """(reason, message) from the last failed pod's termination message, if any."""
+    failed = [p for p in pods if (p.get("status") or {}).get("phase") == "Failed"]
+    failed.sort(key=lambda p: (p.get("metadata") or {}).get("creationTimestamp") or "")
+    for pod in reversed(failed):
+        term = _terminated(pod)
+        if not term:
+            continue
+        text = term.get("message") or ""
+        code = term.get("exitCode")
+        try:
+            obj = json.loads(text) if text.strip().startswith("{") else None
+        except json.JSONDecodeError:
+            obj = None
+        if isinstance(obj, dict) and obj.get("schema") == SCHEMA_FAILURE:
+            try:
+                f = BenchFailure.model_validate(obj)
+                return f.reason, f.message
+            except ValidationError:
+                pass
+        reason = Reason.BAD_INPUT.value if code == int(ExitCode.BAD_INPUT) else "BenchmarkError"
+        tail = " ".join(text.split())[-400:]
+        return reason, f"exit code {code}" + (f": {tail}" if tail else "")
+    return None
+
+
+def _policy(obs: Observed) -> TierPolicySpec | tuple[str, str]:
+    if obs.policy is None:
+        return (
+            Reason.POLICY_NOT_FOUND.value,
+            f"TierPolicy {obs.policy_name!r} does not exist; create it or set spec.policyRef",
+        )
+    try:
+        return TierPolicySpec.model_validate(obs.policy.get("spec") or {})
+    except ValidationError as exc:
+        return Reason.POLICY_INVALID.value, f"TierPolicy {obs.policy_name!r} is invalid: {exc}"
+
+
+def _verdict_status(
+    obs: Observed,
+    spec: QualificationSpec,
+    policy: TierPolicySpec,
+    raw: str,
+    attempt: int,
+    reruns_done: int,
+) -> tuple[dict[str, Any], bool, list[tuple[str, str, str]]]:
+    """Status for a result; (status, rerun requested, events)."""
+    result = validate_result(raw, spec, policy)
+    v = evaluate(result, spec, policy, reruns_done=reruns_done)
+    if v.rerun_requested:
+        return {}, True, [("Normal", Reason.RERUN.value, v.reasoning)]
+    gen = int((obs.policy or {}).get("metadata", {}).get("generation", 0))
+    tier = v.tier
+    verified_reason = {
+        "Verified": Reason.CLAIMS_VERIFIED,
+        "Failed": Reason.CLAIMS_FAILED,
+        "NoClaims": Reason.NO_CLAIMS,
+    }[v.verification]
+    ready_reason = Reason.SUCCEEDED if v.discount_approved else Reason.NOT_QUALIFIED
+    summary = (
+        f"{tier.label or tier.name if tier else 'no tier'}; discount {v.discount_percent:g}%; "
+        f"claims {v.verification}"
+    )
+    expires = obs.now + parse_duration(spec.reverify_after)
+    entry = {
+        "completedAt": _iso(obs.now),
+        "tier": tier.number if tier else 0,
+        "discountPercent": v.discount_percent,
+        "powerCV": v.cv,
+        "avgPowerW": v.avg_power_w,
+        "verification": v.verification,
+        "policy": obs.policy_name,
+    }
+    history = [entry, *(obs.status.get("history") or [])][:HISTORY_LIMIT]
+    status: dict[str, Any] = {
+        "phase": Phase.SUCCEEDED.value,
+        "completedAt": _iso(obs.now),
+        "expiresAt": _iso(expires),
+        "attempt": attempt,
+        "result": raw if isinstance(raw, str) else raw.decode(),
+        "measured": measured_status(result),
+        "tier": (
+            {
+                "name": tier.name,
+                "number": tier.number,
+                "label": tier.label,
+                "stability": tier.stability,
+                "discountPercent": tier.discount_percent,
+            }
+            if tier
+            else None
+        ),
+        "discountPercent": v.discount_percent,
+        "qualified": v.qualified,
+        "discountApproved": v.discount_approved,
+        "verification": {"result": v.verification, "claims": [c.to_status() for c in v.claims]},
+        "reasoning": _clip(v.reasoning),
+        "policy": {"name": obs.policy_name, "generation": gen},
+        "environment": {
+            "gpu": result.gpu.name,
+            "gpuCount": result.gpu.count,
+            "driver": result.gpu.driver,
+            "cuda": result.gpu.cuda,
+            "node": result.node,
+            "simulated": result.simulated,
+            "source": result.source.value,
+        },
+        "flags": v.flags,
+        "history": history,
+        "conditions": conditions(
+            obs.status.get("conditions", []),
+            {
+                ConditionType.READY: (True, ready_reason.value, summary),
+                ConditionType.RECONCILING: (False, ready_reason.value, ""),
+                ConditionType.STALLED: (False, ready_reason.value, ""),
+                ConditionType.SCHEDULED: (True, Reason.SCHEDULED.value, "the benchmark ran"),
+                ConditionType.VERIFIED: (
+                    v.verification != "Failed",
+                    verified_reason.value,
+                    v.reasoning,
+                ),
+            },
+            obs.generation,
+            obs.now,
+        ),
+    }
+    event = ("Normal" if v.discount_approved else "Warning", ready_reason.value, _clip(v.reasoning))
+    return status, False, [event]
+
+
+def decide(obs: Observed, settings: JobSettings, *, queue_cap_applies: bool = True) -> Decision:
+    st = obs.status
+    base: dict[str, Any] = {"observedGeneration": obs.generation}
+    try:
+        spec = QualificationSpec.model_validate(obs.spec)
+    except ValidationError as exc:
+        status = _failed(obs, Reason.SPEC_INVALID.value, f"the spec is invalid: {exc}")
+        return Decision(
+            {**base, **status}, events=[("Warning", Reason.SPEC_INVALID.value, _clip(str(exc)))]
+        )
+    policy = _policy(obs)
+    if isinstance(policy, tuple):
+        reason, message = policy
+        status = _failed(obs, reason, message)
+        status["phase"] = st.get("phase") or Phase.PENDING.value
+        return Decision(
+            {**base, **status}, events=[("Warning", reason, message)], requeue_after_s=60.0
+        )
+
+    same_gen = st.get("observedGeneration") == obs.generation
+    attempt = int(st.get("attempt") or 0) if same_gen else 0
+    reruns = int(st.get("reruns") or 0) if same_gen else 0
+    phase = st.get("phase")
+
+    # A verdict stands for this generation: re-evaluate on a policy change, rerun when due.
+    if same_gen and phase == Phase.SUCCEEDED.value and st.get("result"):
+        pol = st.get("policy") or {}
+        gen = int((obs.policy or {}).get("metadata", {}).get("generation", 0))
+        expires = parse_iso(st.get("expiresAt"))
+        if expires is not None and obs.now >= expires:
+            attempt += 1
+            base.update({"attempt": attempt, "reruns": 0})
+            return _start(
+                obs,
+                spec,
+                settings,
+                attempt,
+                base,
+                queue_cap_applies,
+                Reason.REVERIFY,
+                "the qualification expired; a fresh run is due",
+            )
+        if pol.get("name") != obs.policy_name or int(pol.get("generation", -1)) != gen:
+            try:
+                status, _, events = _verdict_status(
+                    obs, spec, policy, st["result"], attempt, reruns_done=policy.max_reruns
+                )
+            except ResultRejected as exc:
+                status = _failed(obs, Reason.RESULT_REJECTED.value, f"{exc.reason}: {exc.message}")
+                events = [("Warning", Reason.RESULT_REJECTED.value, f"{exc.reason}: {exc.message}")]
+            events = [
+                (t, r, f"re-evaluated under TierPolicy {obs.policy_name} generation {gen}: {m}")
+                for t, r, m in events
+            ]
+            return Decision({**base, **status}, events=events)
+        return Decision(base, requeue_after_s=_until(obs.now, expires))
+    if same_gen and phase == Phase.FAILED.value:
+        return Decision(base)
+
+    job = obs.job
+    if job is None:
+        return _start(
+            obs,
+            spec,
+            settings,
+            attempt,
+            {**base, "attempt": attempt, "reruns": reruns},
+            queue_cap_applies,
+            Reason.CREATED,
+            "",
+        )
+    base.update({"attempt": attempt, "jobName": job["metadata"]["name"], "reruns": reruns})
+    decision = Decision(base, delete_jobs=list(obs.stale_jobs))
+    if _job_condition(job, "Complete") or _job_condition(job, "SuccessCriteriaMet"):
+        succeeded = [p for p in obs.pods if (p.get("status") or {}).get("phase") == "Succeeded"]
+        term = _terminated(succeeded[-1]) if succeeded else None
+        raw = (term or {}).get("message") or ""
+        try:
+            status, rerun, events = _verdict_status(obs, spec, policy, raw, attempt, reruns)
+        except ResultRejected as exc:
+            message = f"{exc.reason}: {exc.message}"
+            decision.status.update(_failed(obs, Reason.RESULT_REJECTED.value, message))
+            decision.events.append(("Warning", Reason.RESULT_REJECTED.value, _clip(message)))
+            return decision
+        if rerun:
+            nxt = attempt + 1
+            base.update({"attempt": nxt, "reruns": reruns + 1})
+            d = _start(
+                obs, spec, settings, nxt, base, queue_cap_applies, Reason.RERUN, events[0][2]
+            )
+            d.events = events + d.events
+            return d
+        decision.status.update(status)
+        decision.events.extend(events)
+        return decision
+    failed = _job_condition(job, "Failed") or _job_condition(job, "FailureTarget")
+    if failed:
+        job_reason = str(failed.get("reason") or "Failed")
+        bench = _benchmark_failure(obs.pods)
+        if job_reason == "DeadlineExceeded":
+            reason = Reason.DEADLINE.value
+            message = f"the benchmark did not finish within timeoutSeconds={spec.timeout_seconds}"
+            if _unschedulable(obs.pods):
+                message += f"; it was never scheduled: {_unschedulable(obs.pods)}"
+        elif (
+            job_reason == "PodFailurePolicy"
+            and bench
+            and bench[0] in (Reason.BAD_INPUT.value, "BadInput")
+        ):
+            reason, message = Reason.BAD_INPUT.value, f"the benchmark refused its input: {bench[1]}"
+        elif job_reason == "BackoffLimitExceeded":
+            reason = Reason.BACKOFF_LIMIT.value
+            message = f"the benchmark failed {settings.backoff_limit + 1} times"
+            if bench:
+                message += f"; last: {bench[0]}: {bench[1]}"
+        else:
+            reason = bench[0] if bench else Reason.BENCHMARK_ERROR.value
+            message = f"{job_reason}: {bench[1] if bench else failed.get('message', '')}"
+        decision.status.update(_failed(obs, reason, message))
+        decision.events.append(("Warning", reason, _clip(message)))
+        return decision
+    if (job.get("spec") or {}).get("suspend"):
+        decision.status.update(
+            _in_progress(
+                obs,
+                Phase.QUEUED,
+                Reason.QUEUED,
+                f"waiting for Kueue to admit the Job to queue {spec.queue_name!r}",
+                (False, Reason.QUEUED.value, "queued"),
+            )
+        )
+        return decision
+    running = [p for p in obs.pods if (p.get("status") or {}).get("phase") == "Running"]
+    unschedulable = _unschedulable(obs.pods)
+    if running:
+        decision.status.update(
+            _in_progress(
+                obs,
+                Phase.RUNNING,
+                Reason.RUNNING,
+                f"the benchmark is running on {running[0].get('spec', {}).get('nodeName')}",
+                (
+                    True,
+                    Reason.SCHEDULED.value,
+                    f"scheduled on {running[0].get('spec', {}).get('nodeName')}",
+                ),
+            )
+        )
+    elif unschedulable:
+        decision.status.update(
+            _in_progress(
+                obs,
+                Phase.SCHEDULING,
+                Reason.UNSCHEDULABLE,
+                f"waiting for a {spec.hardware.gpu_product} node: {unschedulable}",
+                (False, Reason.UNSCHEDULABLE.value, unschedulable),
+            )
+        )
+    else:
+        decision.status.update(
+            _in_progress(
+                obs,
+                Phase.SCHEDULING,
+                Reason.CREATED,
+                f"Job {job['metadata']['name']} created",
+                (False, "Pending", "the benchmark pod is not scheduled yet"),
+            )
+        )
+    return decision
+
+
+def _until(now: dt.datetime, when: dt.datetime | None) -> float | None:
+    if when is None:
+        return None
+    return max((when - now).total_seconds(), 1.0)
+
+
+def _start(
+    obs: Observed,
+    spec: QualificationSpec,
+    settings: JobSettings,
+    attempt: int,
+    base: dict[str, Any],
+    queue_cap_applies: bool,
+    reason: Reason,
+    why: str,
+) -> Decision:
+    if queue_cap_applies and not spec.queue_name and obs.active_benchmarks >= obs.max_concurrent:
+        message = (
+            f"{obs.active_benchmarks} of {obs.max_concurrent} benchmark slots are in use; "
+            "waiting for one to free"
+        )
+        status = _in_progress(
+            obs, Phase.QUEUED, Reason.QUEUED, message, (False, Reason.QUEUED.value, "not started")
+        )
+        return Decision(
+            {**base, **status},
+            requeue_after_s=QUEUE_RECHECK_S,
+            events=[("Normal", Reason.QUEUED.value, message)]
+            if obs.status.get("phase") != Phase.QUEUED.value
+            else [],
+        )
+    manifest = build_job(
+        name=obs.name,
+        namespace=obs.namespace,
+        uid=obs.uid,
+        generation=obs.generation,
+        spec=spec,
+        settings=settings,
+        attempt=attempt,
+    )
+    name = manifest["metadata"]["name"]
+    message = f"Job {name} created" + (f" ({why})" if why else "")
+    status = _in_progress(
+        obs,
+        Phase.SCHEDULING,
+        reason,
+        message,
+        (False, "Pending", "the benchmark pod is not scheduled yet"),
+    )
+    status.update({"jobName": name, "startedAt": _iso(obs.now)})
+    return Decision(
+        {**base, **status},
+        action=ActionKind.CREATE_JOB,
+        job=manifest,
+        delete_jobs=list(obs.stale_jobs),
+        events=[("Normal", reason.value, message)],
+    )
+
+
+__all__ = ["ActionKind", "Decision", "Observed", "decide", "job_name", "parse_duration"]

@@ -1,0 +1,43 @@
+"""Operator settings from the environment (the Helm chart sets them). Pure apart from os.environ."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from modelgrid_operator.jobs import JobSettings
+
+
+def _int(name: str, default: int) -> int:
+    raw = os.environ.get(name, "")
+    return int(raw) if raw.strip() else default
+
+
+@dataclass(frozen=True)
+class Settings:
+    default_policy: str = "model-card"
+    max_concurrent_jobs: int = 4
+    namespaces: tuple[str, ...] = ()
+    metrics_port: int = 8080
+    liveness_endpoint: str = "http://0.0.0.0:8081/healthz"
+    resync_interval_s: float = 30.0
+    job: JobSettings = field(default_factory=JobSettings)
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        env = os.environ
+        return cls(
+            default_policy=env.get("MODELGRID_DEFAULT_POLICY", "model-card"),
+            max_concurrent_jobs=_int("MODELGRID_MAX_CONCURRENT_JOBS", 4),
+            namespaces=tuple(n for n in env.get("MODELGRID_NAMESPACES", "").split(",") if n),
+            metrics_port=_int("MODELGRID_METRICS_PORT", 8080),
+            liveness_endpoint=env.get("MODELGRID_LIVENESS_ENDPOINT", "http://0.0.0.0:8081/healthz"),
+            resync_interval_s=float(_int("MODELGRID_RESYNC_SECONDS", 30)),
+            job=JobSettings(
+                image=env.get("MODELGRID_BENCH_IMAGE", JobSettings.image),
+                image_pull_policy=env.get("MODELGRID_BENCH_PULL_POLICY", "IfNotPresent"),
+                backoff_limit=_int("MODELGRID_BACKOFF_LIMIT", 2),
+                ttl_seconds_after_finished=_int("MODELGRID_JOB_TTL_SECONDS", 86400),
+                service_account=env.get("MODELGRID_BENCH_SERVICE_ACCOUNT") or None,
+            ),
+        )

@@ -1,0 +1,389 @@
+"""From a benchmark result to a verdict: trust checks, tier, claim deltas, discount. Pure.
+
+The operator and the `modelgrid verdict` CLI call the same functions, so a developer can see
+offline exactly what the cluster will decide. Decisions made here (see docs/api.md):
+
+* A tier is the first tier of the policy (best first) whose every limit holds. A limit is
+  `value < max` when its boundary is Exclusive, `value <= max` when Inclusive.
+* Borderline: the upper end of the tier metric's 95 % confidence interval does not satisfy the
+  assigned tier's CV limit. The policy then either assigns the next worse tier or asks for a
+  rerun (up to `maxReruns`, then the worse tier).
+* A claim is checked one-sided: it fails only when the model does worse than declared by more
+  than the tolerance (more power, more variance, more J/token, fewer tokens/J, a worse tier);
+  doing better than claimed is within tolerance. delta % = (measured - claimed) / claimed x 100.
+* The discount is the tier's when the tier has one, the attestation is complete (if the policy
+  requires it) and, if the policy says so, every claim is within tolerance.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from modelgrid_bench.contract import (
+    CompactResult,
+    Flag,
+    ResultRejected,
+    decode_compact,
+)
+from modelgrid_operator.api import (
+    BorderlinePolicy,
+    Boundary,
+    QualificationSpec,
+    Tier,
+    TierPolicySpec,
+)
+
+
+class RejectReason(StrEnum):
+    SIMULATED = "SimulatedResult"
+    WRONG_GPU = "WrongGPU"
+    CONTENTION = "Contention"
+    WORKLOAD_MISMATCH = "WorkloadMismatch"
+    NO_TIER_METRIC = "NoTierMetric"
+    REFUSED_BY_BENCHMARK = "RefusedByBenchmark"
+
+
+def normalise_product(name: str) -> str:
+    return " ".join(name.replace("-", " ").replace("_", " ").split()).casefold()
+
+
+def workload_digest(spec: QualificationSpec) -> str:
+    """The digest the benchmark computes for the workload the operator asks it to run."""
+    from modelgrid_bench.contract import Workload as BenchWorkload
+
+    w = spec.workload
+    return BenchWorkload(
+        samples=w.samples,
+        tokens_per_sample=w.tokens_per_sample,
+        batch_size=w.batch_size,
+        input_tokens=w.input_tokens,
+        temperature=w.temperature,
+        top_p=w.top_p,
+        prompt_type=w.prompt_type.value,
+        warmup_samples=w.warmup_samples,
+        repeats=w.repeats,
+        concurrency=w.concurrency,
+        seed=w.seed,
+    ).digest()
+
+
+def validate_result(
+    raw: str | bytes, spec: QualificationSpec, policy: TierPolicySpec
+) -> CompactResult:
+    """Decode and check a termination message. Raises `ResultRejected` with a reason."""
+    result = decode_compact(raw)
+    if result.refusal is not None or not result.ok:
+        reason = result.refusal.reason if result.refusal else "NotOk"
+        message = result.refusal.message if result.refusal else "the benchmark reported ok=false"
+        raise ResultRejected(reason, f"the benchmark refused its own measurement: {message}")
+    if Flag.CONTENTION in result.flags or Flag.GPU_NOT_IDLE in result.flags:
+        raise ResultRejected(
+            RejectReason.CONTENTION, "another workload shared the GPU during the measurement"
+        )
+    if result.simulated and not policy.allow_simulated:
+        raise ResultRejected(
+            RejectReason.SIMULATED,
+            f"the result is simulated (power source {result.source.value}, backend "
+            f"{result.backend}) and the policy does not accept simulated results",
+        )
+    want = spec.hardware.gpu_product
+    if normalise_product(result.gpu.name) != normalise_product(want):
+        raise ResultRejected(
+            RejectReason.WRONG_GPU, f"measured on {result.gpu.name!r}, but {want!r} was required"
+        )
+    if result.gpu.count != spec.hardware.gpu_count:
+        raise ResultRejected(
+            RejectReason.WRONG_GPU,
+            f"measured on {result.gpu.count} GPU(s), but {spec.hardware.gpu_count} were required",
+        )
+    expected = workload_digest(spec)
+    if result.workload_digest != expected:
+        raise ResultRejected(
+            RejectReason.WORKLOAD_MISMATCH,
+            f"the result is for workload {result.workload_digest}, not the declared {expected}",
+        )
+    if tier_metric(result, policy) is None:
+        raise ResultRejected(
+            RejectReason.NO_TIER_METRIC,
+            f"the result has no {policy.tier_metric} (runs too short for whole 1 s windows?)",
+        )
+    if result.avg_power_watts is None:
+        raise ResultRejected(RejectReason.NO_TIER_METRIC, "the result has no average power")
+    return result
+
+
+def tier_metric(result: CompactResult, policy: TierPolicySpec) -> float | None:
+    return result.power_cv if policy.tier_metric == "power_cv_1s" else result.power_cv_instant
+
+
+def _within(value: float, limit: float | None, boundary: Boundary) -> bool:
+    if limit is None:
+        return True
+    return value <= limit if boundary is Boundary.INCLUSIVE else value < limit
+
+
+def tier_for(cv: float, avg_power_w: float, policy: TierPolicySpec) -> Tier | None:
+    """The best tier whose every limit holds, or None when none does."""
+    for tier in policy.tiers:
+        if _within(cv, tier.max_cv, tier.cv_boundary) and _within(
+            avg_power_w, tier.max_avg_power_w, tier.power_boundary
+        ):
+            return tier
+    return None
+
+
+def _worse(tier: Tier, policy: TierPolicySpec) -> Tier:
+    later = [t for t in policy.tiers if t.number > tier.number]
+    return later[0] if later else tier
+
+
+@dataclass(frozen=True)
+class ClaimCheck:
+    metric: str
+    claimed: float
+    measured: float
+    delta_percent: float
+    tolerance_percent: float
+    within_tolerance: bool
+
+    def to_status(self) -> dict[str, Any]:
+        return {
+            "metric": self.metric,
+            "claimed": self.claimed,
+            "measured": self.measured,
+            "deltaPercent": round(self.delta_percent, 3),
+            "tolerancePercent": self.tolerance_percent,
+            "withinTolerance": self.within_tolerance,
+        }
+
+
+def _delta(measured: float, claimed: float) -> float:
+    return (measured - claimed) / claimed * 100.0
+
+
+def check_claims(
+    spec: QualificationSpec, result: CompactResult, tier: Tier | None, policy: TierPolicySpec
+) -> list[ClaimCheck]:
+    c, tol = spec.claims, policy.tolerances_percent
+    checks: list[ClaimCheck] = []
+    lower_is_better = (
+        ("avgPowerW", c.avg_power_w, result.avg_power_watts, tol.avg_power_w),
+        ("peakPowerW", c.peak_power_w, result.peak_power_watts, tol.peak_power_w),
+        ("powerCV", c.power_cv, tier_metric(result, policy), tol.power_cv),
+        ("joulesPerToken", c.joules_per_token, result.joules_per_token, tol.joules_per_token),
+    )
+    for metric, claimed, measured, t in lower_is_better:
+        if claimed is None or measured is None:
+            continue
+        if claimed == 0:
+            delta = 0.0 if measured == 0 else float("inf")
+        else:
+            delta = _delta(measured, claimed)
+        checks.append(ClaimCheck(metric, claimed, measured, delta, t, delta <= t))
+    if c.tokens_per_joule is not None and result.tokens_per_joule is not None:
+        delta = _delta(result.tokens_per_joule, c.tokens_per_joule)
+        t = tol.tokens_per_joule
+        checks.append(
+            ClaimCheck(
+                "tokensPerJoule", c.tokens_per_joule, result.tokens_per_joule, delta, t, delta >= -t
+            )
+        )
+    if c.target_tier is not None:
+        got = float(tier.number) if tier else float(len(policy.tiers) + 1)
+        checks.append(
+            ClaimCheck(
+                "targetTier",
+                float(c.target_tier),
+                got,
+                _delta(got, float(c.target_tier)),
+                0.0,
+                got <= c.target_tier,
+            )
+        )
+    return checks
+
+
+@dataclass(frozen=True)
+class Verdict:
+    tier: Tier | None
+    qualified: bool
+    discount_percent: float
+    discount_approved: bool
+    borderline: bool
+    rerun_requested: bool
+    claims: list[ClaimCheck]
+    verification: str  # Verified | Failed | NoClaims
+    reasoning: str
+    cv: float
+    avg_power_w: float
+    flags: list[str] = field(default_factory=list)
+
+
+def _fmt_limit(name: str, value: float, limit: float | None, boundary: Boundary, unit: str) -> str:
+    if limit is None:
+        return ""
+    op = (
+        ("<=" if boundary is Boundary.INCLUSIVE else "<")
+        if _within(value, limit, boundary)
+        else (">" if boundary is Boundary.INCLUSIVE else ">=")
+    )
+    return f"{name} {value:.4g}{unit} {op} {limit:g}{unit}"
+
+
+def evaluate(
+    result: CompactResult,
+    spec: QualificationSpec,
+    policy: TierPolicySpec,
+    *,
+    reruns_done: int = 0,
+) -> Verdict:
+    """The verdict on a validated result (see `validate_result`)."""
+    cv = tier_metric(result, policy)
+    avg = result.avg_power_watts
+    if cv is None or avg is None:
+        raise ResultRejected("NoTierMetric", "evaluate() needs a validated result")
+    tier = tier_for(cv, avg, policy)
+    flags = [f.value for f in result.flags]
+    borderline = False
+    rerun = False
+    parts: list[str] = []
+    scale = (
+        "1 s energy-counter windows" if policy.tier_metric == "power_cv_1s" else "instant samples"
+    )
+    ci = result.power_cv_ci95 if policy.tier_metric == "power_cv_1s" else None
+    ci_text = f", 95% CI {ci[0]:.4g}-{ci[1]:.4g}" if ci else ""
+    if tier is not None:
+        limits = [
+            x
+            for x in (
+                _fmt_limit("power CV", cv, tier.max_cv, tier.cv_boundary, ""),
+                _fmt_limit("average power", avg, tier.max_avg_power_w, tier.power_boundary, " W"),
+            )
+            if x
+        ]
+        parts.append(
+            f"Power CV {cv:.4g} over {scale}{ci_text}; average power {avg:.4g} W. "
+            + (f"{' and '.join(limits)}: " if limits else "")
+            + f"{tier.label or tier.name}."
+        )
+        if ci and tier.max_cv is not None and not _within(ci[1], tier.max_cv, tier.cv_boundary):
+            borderline = True
+            flags.append("borderline")
+            if policy.borderline is BorderlinePolicy.RERUN and reruns_done < policy.max_reruns:
+                rerun = True
+                parts.append(
+                    f"Borderline: the CI's upper end {ci[1]:.4g} crosses {tier.max_cv:g}; "
+                    f"rerun {reruns_done + 1} of {policy.max_reruns} requested."
+                )
+            else:
+                worse = _worse(tier, policy)
+                parts.append(
+                    f"Borderline: the CI's upper end {ci[1]:.4g} crosses {tier.max_cv:g}, so "
+                    f"the worse tier applies: {worse.label or worse.name}."
+                )
+                tier = worse
+    else:
+        parts.append(f"Power CV {cv:.4g}, average power {avg:.4g} W: no tier of the policy fits.")
+    claims = check_claims(spec, result, tier, policy)
+    if not claims:
+        verification = "NoClaims"
+    elif all(c.within_tolerance for c in claims):
+        verification = "Verified"
+        parts.append("Every claim is within tolerance.")
+    else:
+        verification = "Failed"
+        bad = ", ".join(
+            f"{c.metric} {c.measured:.4g} vs claimed {c.claimed:.4g} ({c.delta_percent:+.1f}%, "
+            f"tolerance {c.tolerance_percent:g}%)"
+            for c in claims
+            if not c.within_tolerance
+        )
+        parts.append(f"Claims outside tolerance: {bad}.")
+    qualified = tier is not None and tier.discount_percent > 0
+    attested = spec.attestation is not None and spec.attestation.declarations.all_checked
+    approved = qualified and not rerun
+    if approved and policy.require_attestation and not attested:
+        approved = False
+        parts.append("Discount withheld: the developer attestation is incomplete.")
+    if approved and policy.discount_requires_claims_within_tolerance and verification == "Failed":
+        approved = False
+        parts.append("Discount withheld: the policy requires every claim within tolerance.")
+    if approved and tier is not None:
+        parts.append(f"Discount approved: {tier.discount_percent:g}%.")
+    elif not qualified and not rerun:
+        parts.append("No discount: standard pricing.")
+    if result.simulated:
+        parts.append("Simulated measurement (accepted by this policy; not a real GPU).")
+    return Verdict(
+        tier=tier,
+        qualified=qualified,
+        discount_percent=tier.discount_percent if (approved and tier) else 0.0,
+        discount_approved=approved,
+        borderline=borderline,
+        rerun_requested=rerun,
+        claims=claims,
+        verification=verification,
+        reasoning=" ".join(parts),
+        cv=cv,
+        avg_power_w=avg,
+        flags=flags,
+    )
+
+
+def measured_status(result: CompactResult) -> dict[str, Any]:
+    """The measured figures as they appear in `status.measured` (CRD field names)."""
+    out: dict[str, Any] = {
+        "powerCV": result.power_cv,
+        "powerCVInstant": result.power_cv_instant,
+        "avgPowerW": result.avg_power_watts,
+        "peakPowerW": result.peak_power_watts,
+        "powerStdW": result.power_std_w,
+        "p95PowerW": result.p95_power_w,
+        "joulesPerToken": result.joules_per_token,
+        "tokensPerJoule": result.tokens_per_joule,
+        "tokensPerSecond": result.tokens_per_s,
+        "ttftSeconds": result.ttft_p50_s,
+        "energyJ": result.energy_j,
+        "durationSeconds": result.duration_s,
+        "outputTokens": result.output_tokens,
+        "idlePowerW": result.idle_power_w,
+        "whPer1kQueries": result.wh_per_1k_queries,
+        "energyDiscrepancyPct": result.energy_discrepancy_pct,
+        "tierMetric": result.tier_metric,
+        "cvTimeScaleSeconds": result.cv_time_scale_s,
+        "sampleIntervalSeconds": result.sample_interval_s,
+    }
+    if result.power_cv_ci95 is not None:
+        out["powerCVLow"], out["powerCVHigh"] = result.power_cv_ci95
+    if result.runs is not None:
+        out["runs"] = [
+            {"run": i, "powerCV": cv, "avgPowerW": p, "joulesPerToken": j, "tokensPerSecond": t}
+            for i, (cv, p, j, t) in enumerate(
+                zip(
+                    result.runs.power_cv,
+                    result.runs.avg_power_w,
+                    result.runs.joules_per_token,
+                    result.runs.tokens_per_s,
+                    strict=True,
+                )
+            )
+        ]
+    if result.run_stats:
+        out["runToRun"] = {k: v.model_dump() for k, v in result.run_stats.items()}
+    return {k: v for k, v in out.items() if v is not None}
+
+
+__all__ = [
+    "ClaimCheck",
+    "RejectReason",
+    "ResultRejected",
+    "Verdict",
+    "check_claims",
+    "evaluate",
+    "measured_status",
+    "tier_for",
+    "validate_result",
+    "workload_digest",
+]
