@@ -189,6 +189,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
             "--interval-ms must be between 5 and 1000 and --telemetry-interval-ms between 50 "
             "and 10000"
         ) from exc
+    override = os.environ.get("MODELGRID_BACKEND_OVERRIDE", "")
+    if override:
+        # A simulated node without the hardware for the declared model paces tokens instead;
+        # the synthetic backend marks the result simulated, so this never passes for real.
+        if override != "synthetic":
+            raise BadInputError("MODELGRID_BACKEND_OVERRIDE may only be 'synthetic'")
+        log.warning("inference replaced by the synthetic backend (%s)", override)
+        args.backend = "synthetic"
     if args.backend != "synthetic" and not args.model:
         raise BadInputError("--model is required (a path, a cached model id, or random:ARCH)")
     if args.idle_baseline_s < 0:

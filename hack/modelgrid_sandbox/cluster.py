@@ -67,11 +67,17 @@ def start_cluster(
     *,
     log_dir: Path | None = None,
     bin_dir: Path | None = None,
+    synthetic_inference: bool = False,
 ) -> Cluster:
     cp = ControlPlane.start(bin_dir, log_dir=log_dir)
     try:
         api = api_client(cp.kubeconfig)
-        agent = NodeAgent(api, fleet or default_fleet(), cp.workdir / "nodes")
+        agent = NodeAgent(
+            api,
+            fleet or default_fleet(),
+            cp.workdir / "nodes",
+            synthetic_inference=synthetic_inference,
+        )
         (cp.workdir / "nodes").mkdir(exist_ok=True)
         agent.start()
         return Cluster(cp, agent, api)

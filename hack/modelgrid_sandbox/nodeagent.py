@@ -185,6 +185,7 @@ class NodeAgent:
         *,
         python: str = sys.executable,
         extra_env: dict[str, str] | None = None,
+        synthetic_inference: bool = False,
     ) -> None:
         self.api = api
         self.core = client.CoreV1Api(api)
@@ -192,7 +193,11 @@ class NodeAgent:
         self.fleet = {n.name: n for n in fleet}
         self.workdir = workdir
         self.python = python
-        self.extra_env = extra_env or {}
+        self.extra_env = dict(extra_env or {})
+        if synthetic_inference:
+            # No GPU here to run the declared model on: the benchmark paces tokens instead
+            # (its result says simulated, as it must).
+            self.extra_env["MODELGRID_BACKEND_OVERRIDE"] = "synthetic"
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._pods: dict[str, _Running] = {}
@@ -465,37 +470,36 @@ class NodeAgent:
                 value = re.sub(pattern, _literal(str(mounts[mount])), value)
             return value
 
-        env: dict[str, str] = {
+        base: dict[str, str] = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "LANG": "C.UTF-8",
             "HOME": str(poddir),
             "HOSTNAME": pod.metadata.name,
+            **self.extra_env,
         }
-        env.update(self.extra_env)
+        # The pod's own values see its mounts; what the agent injects is already local.
+        pod_env: dict[str, str] = {}
         for e in c.env or []:
             if e.value_from is not None:
                 resolved = self._env_from(pod, e.value_from)
                 if resolved is not None:
-                    env[e.name] = resolved
+                    pod_env[e.name] = resolved
             else:
-                env[e.name] = _expand(e.value or "", env)
-        gpus = 0
-        for res in (c.resources.limits if c.resources and c.resources.limits else {},):
-            gpus = int(res.get(GPU, 0))
-        env.update(
-            {
-                "MODELGRID_POWER_SOURCE": f"replay:{spec.replay_trace}",
-                "MODELGRID_TERMINATION_LOG": str(term_local),
-                "MODELGRID_SIMULATED_NODE": spec.name,
-                "NODE_NAME": env.get("NODE_NAME", spec.name),
-            }
-        )
+                pod_env[e.name] = _expand(e.value or "", {**base, **pod_env})
+        limits = c.resources.limits if c.resources and c.resources.limits else {}
+        gpus = int(limits.get(GPU, 0))
+        injected = {
+            "MODELGRID_POWER_SOURCE": f"replay:{spec.replay_trace}",
+            "MODELGRID_TERMINATION_LOG": str(term_local),
+            "MODELGRID_SIMULATED_NODE": spec.name,
+        }
         if spec.gpu_name:
-            env["MODELGRID_REPLAY_GPU_NAME"] = spec.gpu_name
-            env["NVIDIA_VISIBLE_DEVICES"] = ",".join(str(i) for i in range(gpus)) or "void"
+            injected["MODELGRID_REPLAY_GPU_NAME"] = spec.gpu_name
+            injected["NVIDIA_VISIBLE_DEVICES"] = ",".join(str(i) for i in range(gpus)) or "void"
         if gpus:
-            env["MODELGRID_REPLAY_GPUS"] = str(gpus)
-        env = {k: rewrite(v) for k, v in env.items()}
+            injected["MODELGRID_REPLAY_GPUS"] = str(gpus)
+        env = {**base, **{k: rewrite(v) for k, v in pod_env.items()}, **injected}
+        env.setdefault("NODE_NAME", spec.name)
         argv = list(c.command or []) or _image_entrypoint(c.image)
         argv += list(c.args or [])
         argv = [rewrite(_expand(a, env)) for a in argv]

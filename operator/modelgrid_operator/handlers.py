@@ -23,7 +23,7 @@ from kubernetes import watch
 from modelgrid_bench.contract import ResultRejected
 from modelgrid_operator import metrics
 from modelgrid_operator.api import GROUP, MQ_PLURAL, TP_PLURAL, VERSION
-from modelgrid_operator.jobs import LABEL_MANAGED, LABEL_QUALIFICATION, MANAGED_BY, job_name
+from modelgrid_operator.jobs import ANNOTATION_QUALIFICATION, LABEL_MANAGED, MANAGED_BY, job_name
 from modelgrid_operator.kube import Kube
 from modelgrid_operator.reconcile import ActionKind, Observed, decide, parse_iso
 from modelgrid_operator.settings import Settings
@@ -82,7 +82,7 @@ class Reconciler:
             int(status.get("attempt") or 0) if status.get("observedGeneration") == generation else 0
         )
         current = job_name(name, meta["uid"], generation, attempt)
-        jobs = self.kube.jobs_of(namespace, name)
+        jobs = self.kube.jobs_of(namespace, meta["uid"])
         job = next((j for j in jobs if j["metadata"]["name"] == current), None)
         stale = [
             j["metadata"]["name"]
@@ -193,7 +193,7 @@ class _Watcher:
                         w.stop()
                         return
                     meta = event["object"].metadata
-                    owner = (meta.labels or {}).get(LABEL_QUALIFICATION)
+                    owner = (meta.annotations or {}).get(ANNOTATION_QUALIFICATION)
                     if owner:
                         self._enqueue(meta.namespace, owner)
             except Exception as exc:

@@ -18,7 +18,10 @@ from modelgrid_operator.api import GROUP, VERSION, QualificationSpec
 
 GPU_RESOURCE = "nvidia.com/gpu"
 PRODUCT_LABEL = "nvidia.com/gpu.product"
-LABEL_QUALIFICATION = f"{GROUP}/qualification"
+#: The owner's uid as a label (a name may be 253 characters; a label value only 63) and its
+#: name as an annotation, so watches select by label and map back to the owner by name.
+LABEL_QUALIFICATION = f"{GROUP}/qualification-uid"
+ANNOTATION_QUALIFICATION = f"{GROUP}/qualification"
 LABEL_GENERATION = f"{GROUP}/generation"
 LABEL_ATTEMPT = f"{GROUP}/attempt"
 LABEL_MANAGED = "app.kubernetes.io/managed-by"
@@ -110,7 +113,7 @@ def build_job(
 ) -> dict[str, Any]:
     hw = spec.hardware
     labels = {
-        LABEL_QUALIFICATION: name,
+        LABEL_QUALIFICATION: uid,
         LABEL_GENERATION: str(generation),
         LABEL_ATTEMPT: str(attempt),
         LABEL_MANAGED: MANAGED_BY,
@@ -208,6 +211,7 @@ def build_job(
             "name": job_name(name, uid, generation, attempt),
             "namespace": namespace,
             "labels": job_labels,
+            "annotations": {ANNOTATION_QUALIFICATION: name},
             "ownerReferences": [
                 {
                     "apiVersion": f"{GROUP}/{VERSION}",
@@ -241,6 +245,9 @@ def build_job(
                     },
                 ]
             },
-            "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+            "template": {
+                "metadata": {"labels": labels, "annotations": {ANNOTATION_QUALIFICATION: name}},
+                "spec": pod_spec,
+            },
         },
     }

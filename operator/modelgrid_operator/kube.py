@@ -108,8 +108,8 @@ class Kube:
             if exc.status != 404:
                 raise
 
-    def jobs_of(self, namespace: str, qualification: str) -> list[dict[str, Any]]:
-        selector = f"{LABEL_MANAGED}={MANAGED_BY},{LABEL_QUALIFICATION}={qualification}"
+    def jobs_of(self, namespace: str, qualification_uid: str) -> list[dict[str, Any]]:
+        selector = f"{LABEL_MANAGED}={MANAGED_BY},{LABEL_QUALIFICATION}={qualification_uid}"
         jobs = self.batch.list_namespaced_job(namespace, label_selector=selector).items
         return [self._dict(j) for j in jobs]
 

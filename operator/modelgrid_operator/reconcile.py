@@ -31,6 +31,25 @@ from modelgrid_operator.jobs import JobSettings, build_job, job_name
 from modelgrid_operator.verdict import evaluate, measured_status, validate_result
 
 HISTORY_LIMIT = 10
+#: A new run (new generation, expiry, rerun) withdraws the previous verdict: a JSON merge
+#: patch with null removes these fields, so no stale tier or discount is shown while it runs.
+#: `history` keeps the earlier verdicts.
+CLEARED_VERDICT: dict[str, Any] = dict.fromkeys(
+    (
+        "tier",
+        "discountPercent",
+        "qualified",
+        "discountApproved",
+        "verification",
+        "reasoning",
+        "measured",
+        "result",
+        "environment",
+        "flags",
+        "completedAt",
+        "expiresAt",
+    )
+)
 QUEUE_RECHECK_S = 15.0
 MESSAGE_LIMIT = 1024
 
@@ -360,11 +379,22 @@ def decide(obs: Observed, settings: JobSettings, *, queue_cap_applies: bool = Tr
                 Reason.REVERIFY,
                 "the qualification expired; a fresh run is due",
             )
-        if pol.get("name") != obs.policy_name or int(pol.get("generation", -1)) != gen:
+        ready: dict[str, Any] = next(
+            (c for c in st.get("conditions") or [] if c.get("type") == "Ready"), {}
+        )
+        if (
+            pol.get("name") != obs.policy_name
+            or int(pol.get("generation", -1)) != gen
+            # a verdict left not Ready by a missing or invalid policy that is back unchanged
+            or ready.get("status") != "True"
+        ):
             try:
                 status, _, events = _verdict_status(
                     obs, spec, policy, st["result"], attempt, reruns_done=policy.max_reruns
                 )
+                # re-pricing the same measurement does not postpone its re-verification
+                if st.get("expiresAt"):
+                    status["expiresAt"] = st["expiresAt"]
             except ResultRejected as exc:
                 status = _failed(obs, Reason.RESULT_REJECTED.value, f"{exc.reason}: {exc.message}")
                 events = [("Warning", Reason.RESULT_REJECTED.value, f"{exc.reason}: {exc.message}")]
@@ -516,6 +546,8 @@ def _start(
         return Decision(
             {**base, **status},
             requeue_after_s=QUEUE_RECHECK_S,
+            # superseded Jobs go even while this one waits: they may hold the slot it waits for
+            delete_jobs=list(obs.stale_jobs),
             events=[("Normal", Reason.QUEUED.value, message)]
             if obs.status.get("phase") != Phase.QUEUED.value
             else [],
@@ -538,7 +570,7 @@ def _start(
         message,
         (False, "Pending", "the benchmark pod is not scheduled yet"),
     )
-    status.update({"jobName": name, "startedAt": _iso(obs.now)})
+    status.update({"jobName": name, "startedAt": _iso(obs.now), **CLEARED_VERDICT})
     return Decision(
         {**base, **status},
         action=ActionKind.CREATE_JOB,

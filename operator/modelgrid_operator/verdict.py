@@ -70,9 +70,17 @@ def workload_digest(spec: QualificationSpec) -> str:
 
 
 def validate_result(
-    raw: str | bytes, spec: QualificationSpec, policy: TierPolicySpec
+    raw: str | bytes,
+    spec: QualificationSpec,
+    policy: TierPolicySpec,
+    *,
+    check_identity: bool = True,
 ) -> CompactResult:
-    """Decode and check a termination message. Raises `ResultRejected` with a reason."""
+    """Decode and check a termination message. Raises `ResultRejected` with a reason.
+
+    `check_identity=False` skips the checks that need the qualification the result was made
+    for (GPU product and count, workload digest): the offline CLI without a qualification.
+    """
     result = decode_compact(raw)
     if result.refusal is not None or not result.ok:
         reason = result.refusal.reason if result.refusal else "NotOk"
@@ -88,22 +96,24 @@ def validate_result(
             f"the result is simulated (power source {result.source.value}, backend "
             f"{result.backend}) and the policy does not accept simulated results",
         )
-    want = spec.hardware.gpu_product
-    if normalise_product(result.gpu.name) != normalise_product(want):
-        raise ResultRejected(
-            RejectReason.WRONG_GPU, f"measured on {result.gpu.name!r}, but {want!r} was required"
-        )
-    if result.gpu.count != spec.hardware.gpu_count:
-        raise ResultRejected(
-            RejectReason.WRONG_GPU,
-            f"measured on {result.gpu.count} GPU(s), but {spec.hardware.gpu_count} were required",
-        )
-    expected = workload_digest(spec)
-    if result.workload_digest != expected:
-        raise ResultRejected(
-            RejectReason.WORKLOAD_MISMATCH,
-            f"the result is for workload {result.workload_digest}, not the declared {expected}",
-        )
+    if check_identity:
+        want = spec.hardware.gpu_product
+        if normalise_product(result.gpu.name) != normalise_product(want):
+            raise ResultRejected(
+                RejectReason.WRONG_GPU,
+                f"measured on {result.gpu.name!r}, but {want!r} was required",
+            )
+        if result.gpu.count != spec.hardware.gpu_count:
+            raise ResultRejected(
+                RejectReason.WRONG_GPU,
+                f"measured on {result.gpu.count} GPU(s), but {spec.hardware.gpu_count} were required",
+            )
+        expected = workload_digest(spec)
+        if result.workload_digest != expected:
+            raise ResultRejected(
+                RejectReason.WORKLOAD_MISMATCH,
+                f"the result is for workload {result.workload_digest}, not the declared {expected}",
+            )
     if tier_metric(result, policy) is None:
         raise ResultRejected(
             RejectReason.NO_TIER_METRIC,

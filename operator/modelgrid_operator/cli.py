@@ -1,0 +1,237 @@
+"""`modelgrid verdict`: the operator's verdict, offline, from a benchmark result. Does file I/O.
+
+    modelgrid verdict --result out/result.json [--policy policy.yaml] [--claims claims.yaml]
+                      [--qualification qualification.yaml] [--json]
+
+It runs the same validation and tiering code as the operator and prints the model card's
+"Firmus Verification Results" section (or JSON). Without `--policy` the shipped default
+(the model card's table) applies; without `--qualification` the checks that need one (GPU
+product and count, workload digest) are skipped and say so. Exit codes: 0 a verdict, 2 bad
+input, 3 the result was refused (the reason is printed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from modelgrid_bench.contract import (
+    SCHEMA_FULL,
+    BenchmarkResult,
+    CompactResult,
+    ResultRejected,
+    encode_compact,
+)
+from modelgrid_operator.api import QualificationSpec, TierPolicySpec
+from modelgrid_operator.verdict import Verdict, evaluate, validate_result
+
+EXIT_OK, EXIT_BAD_INPUT, EXIT_REFUSED = 0, 2, 3
+
+
+class BadInput(Exception):
+    pass
+
+
+def _load(path: Path) -> Any:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise BadInput(f"cannot read {path}: {exc}") from exc
+    try:
+        return json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise BadInput(
+            f"{path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}"
+        ) from exc
+
+
+def shipped_policy(name: str = "model-card") -> TierPolicySpec:
+    text = resources.files("modelgrid_operator") / "data" / "tierpolicies" / f"{name}.yaml"
+    return TierPolicySpec.model_validate(yaml.safe_load(text.read_text())["spec"])
+
+
+def _compact_text(path: Path) -> str:
+    """A compact result as-is, or the compact form of a full result.json."""
+    try:
+        raw = path.read_text()
+    except OSError as exc:
+        raise BadInput(f"cannot read {path}: {exc}") from exc
+    try:
+        obj = json.loads(raw)
+    except json.JSONDecodeError:
+        return raw  # let validation refuse it with its reason
+    if isinstance(obj, dict) and obj.get("schema") == SCHEMA_FULL:
+        try:
+            return encode_compact(BenchmarkResult.model_validate(obj))
+        except ValidationError as exc:
+            raise BadInput(f"{path} is not a valid full result: {exc}") from exc
+    return raw
+
+
+def _spec(args: argparse.Namespace, result_text: str) -> tuple[QualificationSpec, bool]:
+    if args.qualification:
+        doc = _load(args.qualification)
+        spec_doc = doc.get("spec", doc) if isinstance(doc, dict) else None
+        if not isinstance(spec_doc, dict):
+            raise BadInput(f"{args.qualification} holds no ModelQualification spec")
+        check = True
+    else:
+        try:
+            obj = json.loads(result_text)
+            name = str(obj.get("model") or "model")
+        except (json.JSONDecodeError, AttributeError):
+            name = "model"
+        spec_doc = {
+            "model": {"name": name, "source": {"randomWeights": {"architecture": "tiny-llama"}}}
+        }
+        check = False
+    if args.claims:
+        claims = _load(args.claims)
+        if isinstance(claims, dict) and "spec" in claims:
+            claims = claims["spec"].get("claims", {})
+        if not isinstance(claims, dict):
+            raise BadInput(f"{args.claims} holds no claims mapping")
+        spec_doc = {**spec_doc, "claims": claims}
+    try:
+        return QualificationSpec.model_validate(spec_doc), check
+    except ValidationError as exc:
+        raise BadInput(f"invalid qualification or claims: {exc}") from exc
+
+
+def _policy(args: argparse.Namespace) -> tuple[str, TierPolicySpec]:
+    if not args.policy:
+        return "model-card (shipped default)", shipped_policy()
+    doc = _load(args.policy)
+    spec = doc.get("spec", doc) if isinstance(doc, dict) else None
+    try:
+        name = (doc.get("metadata") or {}).get("name", str(args.policy))
+        return str(name), TierPolicySpec.model_validate(spec)
+    except (ValidationError, AttributeError) as exc:
+        raise BadInput(f"{args.policy} is not a valid TierPolicy: {exc}") from exc
+
+
+def _num(x: float | None, digits: int = 4) -> str:
+    return "—" if x is None else f"{x:.{digits}g}"
+
+
+def render_markdown(
+    result: CompactResult, verdict: Verdict, policy_name: str, identity_checked: bool
+) -> str:
+    claims = {c.metric: c for c in verdict.claims}
+    rows = []
+    for metric, label, measured in (
+        ("avgPowerW", "Avg Power (W)", result.avg_power_watts),
+        ("powerCV", "CV", verdict.cv),
+        ("joulesPerToken", "J/token", result.joules_per_token),
+        ("peakPowerW", "Peak Power (W)", result.peak_power_watts),
+        ("tokensPerJoule", "Tokens/J", result.tokens_per_joule),
+    ):
+        c = claims.get(metric)
+        if c is None and metric in ("peakPowerW", "tokensPerJoule"):
+            continue
+        rows.append(
+            f"| {label} | {_num(c.claimed) if c else '—'} | {_num(measured)} | "
+            f"{f'{c.delta_percent:+.1f}%' if c else '—'} | "
+            f"{('✓' if c.within_tolerance else '✗') if c else '—'} |"
+        )
+    tier = verdict.tier
+    lines = [
+        "## Firmus Verification Results",
+        "",
+        f"**Verification Date:** {dt.datetime.now(dt.UTC).date().isoformat()}  ",
+        f"**Verified By:** modelgrid verdict (TierPolicy {policy_name})  ",
+        "**Verification Method:** modelgrid benchmark: NVML energy counter, power CV over "
+        f"{result.cv_time_scale_s:g} s windows, {result.sample_interval_s * 1000:g} ms sampling  ",
+        f"**Samples Tested:** {result.output_tokens} output tokens over "
+        f"{_num(result.duration_s)} s on {result.gpu.count} x {result.gpu.name}"
+        + (" (simulated)" if result.simulated else ""),
+        "",
+        "### Verified Metrics",
+        "",
+        "| Metric | Developer Claim | Firmus Measured | Delta | Status |",
+        "|--------|----------------|-----------------|-------|--------|",
+        *rows,
+        "",
+        f"**Final Qualification:** {tier.label or tier.name if tier else 'none'}  ",
+        f"**Discount Approved:** {'Yes' if verdict.discount_approved else 'No'}"
+        + (f" ({verdict.discount_percent:g}%)" if verdict.discount_approved else "")
+        + "  ",
+        f"**Reasoning:** {verdict.reasoning}",
+    ]
+    if not identity_checked:
+        lines += [
+            "",
+            "_No qualification given: GPU product, GPU count and workload digest were "
+            "not checked._",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def verdict_json(result: CompactResult, verdict: Verdict, policy_name: str) -> dict[str, Any]:
+    tier = verdict.tier
+    return {
+        "tier": tier.name if tier else None,
+        "tier_number": tier.number if tier else None,
+        "tier_label": tier.label if tier else None,
+        "discount_percentage": verdict.discount_percent,
+        "power_cv": verdict.cv,
+        "avg_power_watts": result.avg_power_watts,
+        "peak_power_watts": result.peak_power_watts,
+        "joules_per_token": result.joules_per_token,
+        "tokens_per_joule": result.tokens_per_joule,
+        "qualified": verdict.qualified,
+        "discount_approved": verdict.discount_approved,
+        "borderline": verdict.borderline,
+        "verification": verdict.verification,
+        "claims": [c.to_status() for c in verdict.claims],
+        "reasoning": verdict.reasoning,
+        "policy": policy_name,
+        "simulated": result.simulated,
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="modelgrid", description="modelgrid command line")
+    sub = p.add_subparsers(dest="command", required=True)
+    v = sub.add_parser("verdict", help="the operator's verdict on a benchmark result, offline")
+    v.add_argument(
+        "--result",
+        type=Path,
+        required=True,
+        help="result-compact.json, result.json, or a termination message",
+    )
+    v.add_argument("--policy", type=Path, help="a TierPolicy YAML (default: the model card's)")
+    v.add_argument("--claims", type=Path, help="claims YAML/JSON (or a ModelQualification)")
+    v.add_argument("--qualification", type=Path, help="the ModelQualification YAML")
+    v.add_argument("--json", action="store_true", help="print JSON instead of markdown")
+    args = p.parse_args(argv)
+    try:
+        text = _compact_text(args.result)
+        spec, check = _spec(args, text)
+        policy_name, policy = _policy(args)
+        result = validate_result(text, spec, policy, check_identity=check)
+        verdict = evaluate(result, spec, policy)
+    except BadInput as exc:
+        print(f"modelgrid: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except ResultRejected as exc:
+        print(f"modelgrid: result refused: {exc.reason}: {exc.message}", file=sys.stderr)
+        return EXIT_REFUSED
+    if args.json:
+        print(json.dumps(verdict_json(result, verdict, policy_name), indent=1))
+    else:
+        sys.stdout.write(render_markdown(result, verdict, policy_name, check))
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

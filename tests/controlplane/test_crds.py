@@ -1,0 +1,702 @@
+"""The CRDs in crds/ on the real apiserver: they apply, default, reject with human messages, and
+read well in kubectl; docs/api.md agrees with them.
+
+CRDs and TierPolicies are cluster-scoped and the cluster is shared by the session, so they are
+applied idempotently (server-side apply) and test-made TierPolicies get unique names.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from modelgrid_sandbox.cluster import Cluster
+from tests.controlplane.conftest import wait_for
+
+REPO = Path(__file__).resolve().parents[2]
+CRDS = REPO / "crds"
+POLICIES = CRDS / "tierpolicies"
+API_DOC = REPO / "docs" / "api.md"
+GROUP = "modelgrid.firmus.ai"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+MQ_CRD = CRDS / "modelgrid.firmus.ai_modelqualifications.yaml"
+TP_CRD = CRDS / "modelgrid.firmus.ai_tierpolicies.yaml"
+PRINTER_HEADERS = ["NAME", "MODEL", "PHASE", "TIER", "DISCOUNT", "CV", "AVG POWER", "VERIFIED"]
+
+
+def _try(fn: Callable[[], Any]) -> Any:
+    try:
+        return fn()
+    except ApiException:
+        return None
+
+
+def _established(ext: client.ApiextensionsV1Api, name: str) -> bool:
+    crd = ext.read_custom_resource_definition(name)
+    return any(c.type == "Established" and c.status == "True" for c in crd.status.conditions or [])
+
+
+@pytest.fixture(scope="module")
+def crds(cluster: Cluster) -> Cluster:
+    """Both CRDs applied, Established and served; the shipped policies applied."""
+    out = cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRDS))
+    assert "modelqualifications.modelgrid.firmus.ai" in out
+    assert "tierpolicies.modelgrid.firmus.ai" in out
+    ext = client.ApiextensionsV1Api(cluster.api)
+    for name in ("modelqualifications.modelgrid.firmus.ai", "tierpolicies.modelgrid.firmus.ai"):
+        wait_for(f"{name} to be established", lambda name=name: _established(ext, name))
+    custom = client.CustomObjectsApi(cluster.api)
+    # Serving a new type can lag its Established condition by a moment.
+    wait_for(
+        "the new types to be served",
+        lambda: (
+            _try(lambda: custom.list_cluster_custom_object(GROUP, VERSION, "tierpolicies"))
+            and _try(
+                lambda: custom.list_cluster_custom_object(GROUP, VERSION, "modelqualifications")
+            )
+        ),
+    )
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(POLICIES))
+    return cluster
+
+
+def _mq(name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "ModelQualification",
+        "metadata": {"name": name},
+        "spec": spec,
+    }
+
+
+def _create_mq(api: client.ApiClient, ns: str, body: dict[str, Any]) -> dict[str, Any]:
+    custom = client.CustomObjectsApi(api)
+    result: dict[str, Any] = custom.create_namespaced_custom_object(
+        GROUP, VERSION, ns, "modelqualifications", body
+    )
+    return result
+
+
+MINIMAL_SPEC: dict[str, Any] = {
+    "model": {"name": "tiny", "source": {"randomWeights": {"architecture": "tiny-llama"}}}
+}
+
+
+# --------------------------------------------------------------------------- the CRDs
+
+
+def test_both_crds_are_established_with_their_names(crds: Cluster) -> None:
+    ext = client.ApiextensionsV1Api(crds.api)
+    mq = ext.read_custom_resource_definition("modelqualifications.modelgrid.firmus.ai")
+    assert mq.spec.scope == "Namespaced"
+    assert mq.spec.names.kind == "ModelQualification"
+    assert mq.spec.names.singular == "modelqualification"
+    assert mq.spec.names.short_names == ["mq"]
+    assert mq.spec.names.categories == ["modelgrid"]
+    [v] = mq.spec.versions
+    assert (v.name, v.served, v.storage) == ("v1alpha1", True, True)
+    assert v.subresources.status == {}
+    tp = ext.read_custom_resource_definition("tierpolicies.modelgrid.firmus.ai")
+    assert tp.spec.scope == "Cluster"
+    assert tp.spec.names.kind == "TierPolicy"
+    assert tp.spec.names.short_names == ["tp"]
+    assert tp.spec.names.categories == ["modelgrid"]
+    # The apiserver stores the schemas as written (kubectl reads YAML 1.1: a bare `n` is false).
+    for path in (MQ_CRD, TP_CRD):
+        name = yaml.safe_load(path.read_text())["metadata"]["name"]
+        stored = json.loads(crds.kubectl("get", "crd", name, "-o", "json"))
+        [version] = stored["spec"]["versions"]
+        assert version["schema"]["openAPIV3Schema"] == _schema(path), name
+    # Applying again changes nothing: the shared cluster may see it many times.
+    crds.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRDS))
+    assert _established(ext, "modelqualifications.modelgrid.firmus.ai")
+
+
+def _walk(node: dict[str, Any], path: str, visit: Callable[[str, dict[str, Any]], None]) -> None:
+    visit(path, node)
+    for key, child in (node.get("properties") or {}).items():
+        _walk(child, f"{path}.{key}" if path else key, visit)
+    if isinstance(node.get("items"), dict):
+        _walk(node["items"], f"{path}[]", visit)
+    if isinstance(node.get("additionalProperties"), dict):
+        _walk(node["additionalProperties"], f"{path}{{}}", visit)
+
+
+def _schema(path: Path) -> dict[str, Any]:
+    crd = yaml.safe_load(path.read_text())
+    [version] = crd["spec"]["versions"]
+    schema: dict[str, Any] = version["schema"]["openAPIV3Schema"]
+    return schema
+
+
+@pytest.mark.parametrize("crd", [MQ_CRD, TP_CRD], ids=["modelqualification", "tierpolicy"])
+def test_every_field_is_described_and_bounded(crd: Path) -> None:
+    problems: list[str] = []
+
+    def visit(path: str, node: dict[str, Any]) -> None:
+        if path == "metadata":  # the apiserver allows nothing on it
+            return
+        kind = node.get("type")
+        if not node.get("description"):
+            problems.append(f"{path or '<root>'}: no description")
+        if kind == "string" and "maxLength" not in node:
+            problems.append(f"{path}: string without maxLength")
+        if kind == "array" and "maxItems" not in node:
+            problems.append(f"{path}: array without maxItems")
+        if kind == "object" and "additionalProperties" in node and "maxProperties" not in node:
+            problems.append(f"{path}: map without maxProperties")
+        bounded = "minimum" in node and "maximum" in node
+        if path.startswith("spec.") and kind in ("integer", "number") and not bounded:
+            problems.append(f"{path}: number without minimum and maximum")
+        for rule in node.get("x-kubernetes-validations", []):
+            if not rule.get("message"):
+                problems.append(f"{path}: CEL rule {rule['rule']!r} without a message")
+        for req in node.get("required", []):
+            if req not in (node.get("properties") or {}):
+                problems.append(f"{path}: required {req!r} is not a property")
+
+    _walk(_schema(crd), "", visit)
+    assert not problems, "\n".join(problems)
+
+
+def test_crds_apply_leaves_out_the_policies() -> None:
+    """`kubectl apply -f crds/` does not recurse: the policies need their CRD first."""
+    kinds = {yaml.safe_load(p.read_text())["kind"] for p in CRDS.glob("*.yaml")}
+    assert kinds == {"CustomResourceDefinition"}
+    assert sorted(p.name for p in POLICIES.glob("*.yaml")) == ["cv-only.yaml", "model-card.yaml"]
+
+
+# --------------------------------------------------------------------------- the policies
+
+
+def _policy(api: client.ApiClient, name: str) -> dict[str, Any]:
+    result: dict[str, Any] = client.CustomObjectsApi(api).get_cluster_custom_object(
+        GROUP, VERSION, "tierpolicies", name
+    )
+    return result
+
+
+def test_the_shipped_policies_apply_with_the_tables_of_their_seeds(crds: Cluster) -> None:
+    card = _policy(crds.api, "model-card")["spec"]
+    assert [
+        (
+            t["name"],
+            t["number"],
+            t["label"],
+            t["stability"],
+            t["discountPercent"],
+            t.get("maxCV"),
+            t["cvBoundary"],
+            t.get("maxAvgPowerW"),
+            t["powerBoundary"],
+        )
+        for t in card["tiers"]
+    ] == [
+        ("tier-1", 1, "Tier 1 - Low Variance", "Stable", 20, 0.1, "Exclusive", 150, "Exclusive"),
+        (
+            "tier-2",
+            2,
+            "Tier 2 - Medium Variance",
+            "Moderate",
+            10,
+            0.15,
+            "Exclusive",
+            200,
+            "Exclusive",
+        ),
+        (
+            "tier-3",
+            3,
+            "Tier 3 - High Variance",
+            "Unstable",
+            0,
+            None,
+            "Exclusive",
+            None,
+            "Exclusive",
+        ),
+    ]
+    cv_only = _policy(crds.api, "cv-only")["spec"]
+    assert [
+        (t["name"], t["discountPercent"], t.get("maxCV"), t["cvBoundary"], t.get("maxAvgPowerW"))
+        for t in cv_only["tiers"]
+    ] == [
+        ("tier-1", 20, 0.1, "Inclusive", None),
+        ("tier-2", 10, 0.15, "Inclusive", None),
+        ("tier-3", 0, None, "Exclusive", None),
+    ]
+    for spec in (card, cv_only):
+        assert spec["tierMetric"] == "power_cv_1s"
+        assert spec["tolerancesPercent"] == {
+            "avgPowerW": 10,
+            "peakPowerW": 15,
+            "powerCV": 20,
+            "joulesPerToken": 10,
+            "tokensPerJoule": 10,
+        }
+        assert spec["requireAttestation"] is True
+        assert spec["discountRequiresClaimsWithinTolerance"] is True
+        assert spec["borderline"] == "WorseTier"
+        assert spec["allowSimulated"] is False
+
+
+def test_a_policy_with_only_tiers_gets_every_default(crds: Cluster) -> None:
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    body = {
+        "apiVersion": API_VERSION,
+        "kind": "TierPolicy",
+        "metadata": {"name": name},
+        "spec": {"tiers": [{"name": "only", "number": 1, "discountPercent": 0}]},
+    }
+    custom = client.CustomObjectsApi(crds.api)
+    created = custom.create_cluster_custom_object(
+        GROUP, VERSION, "tierpolicies", body, dry_run="All"
+    )
+    spec = created["spec"]
+    assert spec["tiers"] == [
+        {
+            "name": "only",
+            "number": 1,
+            "discountPercent": 0,
+            "cvBoundary": "Exclusive",
+            "powerBoundary": "Exclusive",
+        }
+    ]
+    assert spec["tierMetric"] == "power_cv_1s"
+    assert spec["tolerancesPercent"] == {
+        "avgPowerW": 10,
+        "peakPowerW": 15,
+        "powerCV": 20,
+        "joulesPerToken": 10,
+        "tokensPerJoule": 10,
+    }
+    assert spec["discountRequiresClaimsWithinTolerance"] is True
+    assert spec["requireAttestation"] is True
+    assert spec["borderline"] == "WorseTier"
+    assert spec["maxReruns"] == 1
+    assert spec["allowSimulated"] is False
+
+
+# --------------------------------------------------------------------------- ModelQualification
+
+
+def test_a_minimal_qualification_is_accepted_and_defaulted(crds: Cluster, namespace: str) -> None:
+    mq = _create_mq(crds.api, namespace, _mq("minimal", MINIMAL_SPEC))
+    spec = mq["spec"]
+    assert spec["model"] == MINIMAL_SPEC["model"]
+    assert spec["workload"] == {
+        "samples": 20,
+        "tokensPerSample": 128,
+        "batchSize": 1,
+        "inputTokens": 128,
+        "temperature": 0,
+        "topP": 1,
+        "promptType": "conversational",
+        "warmupSamples": 2,
+        "repeats": 3,
+        "concurrency": 1,
+        "seed": 0,
+    }
+    assert spec["hardware"] == {"gpuProduct": "NVIDIA-H200", "gpuCount": 1}
+    assert spec["samplingIntervalMs"] == 25
+    assert spec["timeoutSeconds"] == 3600
+    assert spec["reverifyAfter"] == "365d"
+    assert "claims" not in spec
+    assert "attestation" not in spec
+    assert "policyRef" not in spec
+    assert "status" not in mq
+
+
+def test_each_source_kind_is_accepted(crds: Cluster, namespace: str) -> None:
+    sources = {
+        "pvc": {"pvc": {"claimName": "models"}},
+        "cache": {"cache": {"claimName": "hf-cache", "modelId": "Qwen/Qwen2.5-7B-Instruct"}},
+        "endpoint": {"endpoint": {"url": "https://vllm.serving.svc:8000", "servedModel": "m"}},
+        "random": {"randomWeights": {"architecture": "llama-3.1-70b"}},
+    }
+    for name, source in sources.items():
+        mq = _create_mq(crds.api, namespace, _mq(name, {"model": {"name": "m", "source": source}}))
+        assert mq["spec"]["model"]["source"].keys() == source.keys()
+    pvc = client.CustomObjectsApi(crds.api).get_namespaced_custom_object(
+        GROUP, VERSION, namespace, "modelqualifications", "pvc"
+    )
+    assert pvc["spec"]["model"]["source"]["pvc"] == {"claimName": "models", "path": "/"}
+
+
+def _with(path: str, value: Any, base: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A copy of `base` (the minimal spec) with `value` at the dotted `path`."""
+    spec = copy.deepcopy(base if base is not None else MINIMAL_SPEC)
+    node = spec
+    *parents, leaf = path.split(".")
+    for key in parents:
+        node = node.setdefault(key, {})
+    node[leaf] = value
+    return spec
+
+
+ENUM_MESSAGE = (
+    'spec.model.source.randomWeights.architecture: Unsupported value: "gpt-5": supported values: '
+    '"tiny-llama", "llama-3.2-1b", "llama-3.1-8b", "llama-3.1-70b", "mistral-7b", "qwen2.5-7b"'
+)
+
+#: (id, spec, the field path the message is reported on, the exact human message)
+INVALID_SPECS: list[tuple[str, dict[str, Any], str, str]] = [
+    (
+        "tokens-per-sample-0",
+        _with("workload.tokensPerSample", 0),
+        "spec.workload.tokensPerSample",
+        "tokensPerSample must be between 1 and 32768",
+    ),
+    (
+        "two-sources",
+        _with("model.source.endpoint", {"url": "http://127.0.0.1:8000"}),
+        "spec.model.source",
+        "source must set exactly one of pvc, cache, endpoint or randomWeights"
+        "; it sets endpoint randomWeights",
+    ),
+    (
+        "empty-source",
+        _with("model.source", {}),
+        "spec.model.source",
+        "source must set exactly one of pvc, cache, endpoint or randomWeights; it sets none",
+    ),
+    (
+        "no-source",
+        {"model": {"name": "x"}},
+        "spec.model.source",
+        "Required value",
+    ),
+    (
+        "power-cv-1.5",
+        _with("claims", {"powerCV": 1.5}),
+        "spec.claims.powerCV",
+        "powerCV must be between 0 and 1",
+    ),
+    (
+        "peak-below-avg",
+        _with("claims", {"avgPowerW": 150, "peakPowerW": 120}),
+        "spec.claims",
+        "claims.peakPowerW must be at least claims.avgPowerW",
+    ),
+    (
+        "sampling-interval-2",
+        _with("samplingIntervalMs", 2),
+        "spec.samplingIntervalMs",
+        "samplingIntervalMs must be between 5 and 1000",
+    ),
+    (
+        "batch-over-samples",
+        _with("workload", {"samples": 4, "batchSize": 8}),
+        "spec.workload",
+        "workload.batchSize must not exceed workload.samples",
+    ),
+    (
+        "batch-over-default-samples",
+        _with("workload", {"batchSize": 64}),
+        "spec.workload",
+        "workload.batchSize must not exceed workload.samples",
+    ),
+    (
+        "bad-contact",
+        _with("attestation", {"contact": "energy-team"}),
+        "spec.attestation.contact",
+        "attestation.contact must be an email address",
+    ),
+    (
+        "gpu-count-9",
+        _with("hardware", {"gpuCount": 9}),
+        "spec.hardware.gpuCount",
+        "gpuCount must be between 1 and 8",
+    ),
+    (
+        "ftp-endpoint",
+        _with("model.source", {"endpoint": {"url": "ftp://models.example.com/llama"}}),
+        "spec.model.source.endpoint.url",
+        "endpoint.url must start with http:// or https://",
+    ),
+    (
+        "unknown-architecture",
+        _with("model.source.randomWeights.architecture", "gpt-5"),
+        "spec.model.source.randomWeights.architecture",
+        ENUM_MESSAGE,
+    ),
+    (
+        "relative-pvc-path",
+        _with("model.source", {"pvc": {"claimName": "m", "path": "models/../etc"}}),
+        "spec.model.source.pvc.path",
+        "pvc.path must be an absolute path without '..' segments",
+    ),
+    (
+        "signed-before-tested",
+        _with("attestation", {"dateTested": "2025-12-14", "signedDate": "2025-12-13"}),
+        "spec.attestation",
+        "attestation.signedDate must not be before attestation.dateTested",
+    ),
+    (
+        "exists-toleration-with-value",
+        _with("hardware", {"tolerations": [{"key": "k", "operator": "Exists", "value": "v"}]}),
+        "spec.hardware.tolerations[0]",
+        'a toleration with operator Exists must not set a value (key "k")',
+    ),
+    (
+        "reverify-after-1y",
+        _with("reverifyAfter", "1y"),
+        "spec.reverifyAfter",
+        "should match '^[0-9]+(h|d)$'",
+    ),
+    (
+        "parameter-count-words",
+        _with("model.parameterCount", "8 billion"),
+        "spec.model.parameterCount",
+        "should match",
+    ),
+]
+
+
+def _rejection(exc: ApiException) -> str:
+    assert exc.status == 422, exc.body
+    body = json.loads(exc.body)
+    assert body["reason"] == "Invalid"
+    message: str = body["message"]
+    return message
+
+
+@pytest.mark.parametrize(
+    ("spec", "field", "message"),
+    [pytest.param(s, f, m, id=i) for i, s, f, m in INVALID_SPECS],
+)
+def test_an_invalid_qualification_is_rejected_with_a_human_message(
+    crds: Cluster, namespace: str, spec: dict[str, Any], field: str, message: str
+) -> None:
+    with pytest.raises(ApiException) as exc:
+        _create_mq(crds.api, namespace, _mq("bad", spec))
+    text = _rejection(exc.value)
+    assert message in text
+    assert f"{field}: " in text
+
+
+def _tiers(*tiers: tuple[str, int, float, float | None]) -> list[dict[str, Any]]:
+    out = []
+    for name, number, discount, max_cv in tiers:
+        tier: dict[str, Any] = {"name": name, "number": number, "discountPercent": discount}
+        if max_cv is not None:
+            tier["maxCV"] = max_cv
+        out.append(tier)
+    return out
+
+
+INVALID_POLICIES: list[tuple[str, list[dict[str, Any]], str]] = [
+    (
+        "numbers-out-of-order",
+        _tiers(("b", 2, 10, 0.15), ("a", 1, 20, 0.1), ("c", 3, 0, None)),
+        "tiers must be ordered best first: numbers increasing, discounts not increasing",
+    ),
+    (
+        "discount-increasing",
+        _tiers(("a", 1, 10, 0.1), ("b", 2, 20, None)),
+        "tiers must be ordered best first: numbers increasing, discounts not increasing",
+    ),
+    (
+        "duplicate-number",
+        _tiers(("a", 1, 10, 0.1), ("b", 1, 10, None)),
+        "tiers must be ordered best first: numbers increasing, discounts not increasing",
+    ),
+    (
+        "last-tier-limited",
+        _tiers(("a", 1, 20, 0.1), ("b", 2, 0, 0.2)),
+        "the last tier must set neither maxCV nor maxAvgPowerW, so that every measurement"
+        " earns a tier (b sets a limit)",
+    ),
+    (
+        "duplicate-name",
+        _tiers(("a", 1, 20, 0.1), ("a", 2, 0, None)),
+        'spec.tiers[1]: Duplicate value: {"name":"a"}',
+    ),
+    (
+        "no-tiers",
+        [],
+        "spec.tiers: Invalid value: 0: spec.tiers in body should have at least 1 items",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("tiers", "message"), [pytest.param(t, m, id=i) for i, t, m in INVALID_POLICIES]
+)
+def test_an_invalid_tier_policy_is_rejected_with_a_human_message(
+    crds: Cluster, tiers: list[dict[str, Any]], message: str
+) -> None:
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    body = {
+        "apiVersion": API_VERSION,
+        "kind": "TierPolicy",
+        "metadata": {"name": name},
+        "spec": {"tiers": tiers},
+    }
+    custom = client.CustomObjectsApi(crds.api)
+    try:
+        with pytest.raises(ApiException) as exc:
+            custom.create_cluster_custom_object(GROUP, VERSION, "tierpolicies", body)
+    finally:
+        _try(lambda: custom.delete_cluster_custom_object(GROUP, VERSION, "tierpolicies", name))
+    assert message in _rejection(exc.value)
+
+
+def test_server_side_dry_run_rejects_what_create_would(crds: Cluster, namespace: str) -> None:
+    bad = yaml.safe_dump(_mq("bad", _with("workload.tokensPerSample", 0)))
+    with pytest.raises(RuntimeError, match="tokensPerSample must be between 1 and 32768"):
+        crds.kubectl("apply", "--dry-run=server", "-n", namespace, "-f", "-", stdin=bad)
+    good = yaml.safe_dump(_mq("good", MINIMAL_SPEC))
+    out = crds.kubectl("apply", "--dry-run=server", "-n", namespace, "-f", "-", stdin=good)
+    assert "(server dry run)" in out
+
+
+# --------------------------------------------------------------------------- kubectl
+
+
+def test_kubectl_explain_describes_a_field_with_its_default_and_bounds(crds: Cluster) -> None:
+    def explained() -> str | None:
+        out = crds.kubectl(
+            "explain", "modelqualification.spec.workload.tokensPerSample", check=False
+        )
+        return out if "DESCRIPTION" in out else None
+
+    out = wait_for("kubectl explain to know the new type", explained)
+    assert "FIELD: tokensPerSample <integer>" in out
+    assert "Tokens generated per prompt" in out
+    assert "Default: 128. From 1 to 32768." in out
+    # Every field of the spec has a description, so the listing has text under each one.
+    spec = crds.kubectl("explain", "mq.spec")
+    for field in ("model", "claims", "workload", "hardware", "samplingIntervalMs", "policyRef"):
+        assert re.search(rf"^  {field}\t<\S+>.*\n    \S", spec, re.M), field
+    tiers = crds.kubectl("explain", "tierpolicy.spec.tiers.maxCV")
+    assert "Unset: no CV limit" in tiers
+
+
+def test_kubectl_get_shows_the_printer_columns(crds: Cluster, namespace: str) -> None:
+    _create_mq(crds.api, namespace, _mq("cols", MINIMAL_SPEC))
+    out = crds.kubectl("get", "mq", "-n", namespace)
+    header, row = out.splitlines()[:2]
+    assert re.split(r"\s{2,}", header.strip()) == [*PRINTER_HEADERS, "AGE"]
+    assert row.split()[:2] == ["cols", "tiny"]
+    # The category lists the kind too.
+    assert "modelqualification.modelgrid.firmus.ai/cols" in crds.kubectl(
+        "get", "modelgrid", "-n", namespace
+    )
+    tp = crds.kubectl("get", "tp", "model-card")
+    assert re.split(r"\s{2,}", tp.splitlines()[0].strip()) == [
+        "NAME",
+        "METRIC",
+        "BORDERLINE",
+        "AGE",
+    ]
+
+
+# --------------------------------------------------------------------------- docs/api.md
+
+
+def _yaml_blocks(after_heading: str) -> list[Any]:
+    text = API_DOC.read_text()
+    start = text.index(f"\n{after_heading}\n")
+    return [yaml.safe_load(b) for b in re.findall(r"```yaml\n(.*?)```", text[start:], re.S)]
+
+
+def test_the_documented_example_and_its_status_round_trip(crds: Cluster, namespace: str) -> None:
+    example, status_doc = _yaml_blocks("## Example")[:2]
+    custom = client.CustomObjectsApi(crds.api)
+    status = status_doc["status"]
+    # Status goes through its subresource only: sent with the object, it is dropped.
+    created = _create_mq(crds.api, namespace, {**example, "status": status})
+    assert "status" not in created
+    # Every field of the example was set explicitly: defaulting adds nothing, pruning drops nothing.
+    assert created["spec"] == example["spec"]
+    custom.patch_namespaced_custom_object_status(
+        GROUP,
+        VERSION,
+        namespace,
+        "modelqualifications",
+        example["metadata"]["name"],
+        {"status": {**status, "notAField": 1}},
+    )
+    got = custom.get_namespaced_custom_object(
+        GROUP, VERSION, namespace, "modelqualifications", example["metadata"]["name"]
+    )
+    assert got["status"] == status  # typed through and through: the unknown field is pruned
+    out = crds.kubectl("get", "mq", "-n", namespace, example["metadata"]["name"])
+    row = re.split(r"\s{2,}", out.splitlines()[1].strip())
+    assert row[:8] == [
+        "my-custom-llama-8b",
+        "my-custom-llama-8b",
+        "Succeeded",
+        "Tier 1 - Low Variance",
+        "20",
+        "0.0812",
+        "139.6",
+        "Verified",
+    ]
+    # The minimal example of the spec section is valid too.
+    [minimal] = _yaml_blocks("### spec")[:1]
+    assert _create_mq(crds.api, namespace, minimal)["spec"]["workload"]["tokensPerSample"] == 128
+
+
+def _doc_rows() -> dict[str, str]:
+    rows: dict[str, str] = {}
+    for line in API_DOC.read_text().splitlines():
+        m = re.match(r"^\| `([^`]+)` \|", line)
+        if m:
+            rows.setdefault(m.group(1), line)
+    return rows
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+@pytest.mark.parametrize(("crd", "kind"), [(MQ_CRD, "ModelQualification"), (TP_CRD, "TierPolicy")])
+def test_the_api_doc_lists_every_spec_field_with_its_default_and_bounds(
+    crd: Path, kind: str
+) -> None:
+    rows = _doc_rows()
+    problems: list[str] = []
+
+    def visit(path: str, node: dict[str, Any]) -> None:
+        if not path.startswith("spec.") or "{}" in path:
+            return
+        if node.get("type") in ("object", "array") and (
+            "properties" in node or isinstance(node.get("items"), dict)
+        ):
+            return  # documented through its fields
+        field = path.removeprefix("spec.")
+        row = rows.get(field)
+        if row is None:
+            problems.append(f"{kind} {field}: no row in docs/api.md")
+            return
+        if "default" in node and f"`{_fmt(node['default'])}`" not in row:
+            problems.append(f"{field}: default {node['default']!r} not in {row!r}")
+        for bound in ("minimum", "maximum"):
+            if bound in node and _fmt(node[bound]) not in row:
+                problems.append(f"{field}: {bound} {node[bound]!r} not in its row")
+        for value in node.get("enum", []):
+            if f"`{value}`" not in row:
+                problems.append(f"{field}: enum value {value!r} not in its row")
+        plain = "enum" not in node and "format" not in node
+        if plain and "maxLength" in node and str(node["maxLength"]) not in row:
+            problems.append(f"{field}: maxLength {node['maxLength']} not in its row")
+
+    _walk(_schema(crd), "", visit)
+    assert not problems, "\n".join(problems)

@@ -1,0 +1,345 @@
+"""The operator end to end on the real control plane: kubectl apply -> Job -> verdict in status."""
+
+from __future__ import annotations
+
+import copy
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from modelgrid_sandbox.cluster import Cluster
+from modelgrid_sandbox.controlplane import REPO, free_port
+from tests.controlplane.conftest import wait_for
+
+GROUP, VERSION = "modelgrid.firmus.ai", "v1alpha1"
+SIM_POLICY = "model-card-simulated"
+
+
+def _policy_doc(name: str, **spec: Any) -> dict[str, Any]:
+    doc = yaml.safe_load((REPO / "crds" / "tierpolicies" / "model-card.yaml").read_text())
+    doc["metadata"] = {"name": name}
+    doc["spec"].update(spec)
+    return doc
+
+
+@pytest.fixture(scope="module")
+def operator(cluster: Cluster) -> Iterator[dict[str, Any]]:
+    cluster.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
+    cluster.kubectl(
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        "crd/modelqualifications.modelgrid.firmus.ai",
+        "crd/tierpolicies.modelgrid.firmus.ai",
+    )
+    cluster.kubectl("apply", "--server-side", "-f", str(REPO / "crds" / "tierpolicies"))
+    cluster.kubectl(
+        "apply",
+        "--server-side",
+        "-f",
+        "-",
+        stdin=yaml.safe_dump(_policy_doc(SIM_POLICY, allowSimulated=True)),
+    )
+    metrics_port, live_port = free_port(), free_port()
+    log_path = cluster.control_plane.log_dir / "operator.log"
+    env = {
+        **os.environ,
+        "KUBECONFIG": str(cluster.kubeconfig),
+        "MODELGRID_DEFAULT_POLICY": SIM_POLICY,
+        "MODELGRID_METRICS_PORT": str(metrics_port),
+        "MODELGRID_LIVENESS_ENDPOINT": f"http://127.0.0.1:{live_port}/healthz",
+        "MODELGRID_MAX_CONCURRENT_JOBS": "3",
+        "MODELGRID_BACKOFF_LIMIT": "1",
+    }
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "modelgrid_operator"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+
+        def live() -> bool:
+            assert proc.poll() is None, log_path.read_text()[-3000:]
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{live_port}/healthz", timeout=2):
+                    return True
+            except OSError:
+                return False
+
+        wait_for("the operator's liveness endpoint", live, 60)
+        yield {"proc": proc, "metrics_port": metrics_port, "log": log_path}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _mq(name: str, **spec: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "ModelQualification",
+        "metadata": {"name": name},
+        "spec": {
+            "model": {
+                "name": f"{name}-model",
+                "source": {"randomWeights": {"architecture": "tiny-llama"}},
+            },
+            "workload": {
+                "samples": 3,
+                "tokensPerSample": 1500,
+                "repeats": 2,
+                "warmupSamples": 0,
+                "inputTokens": 16,
+            },
+            "claims": {"avgPowerW": 135.0, "powerCV": 0.05},
+            "timeoutSeconds": 300,
+            "attestation": {
+                "organization": "test",
+                "declarations": {
+                    "onH200Infrastructure": True,
+                    "followsMethodology": True,
+                    "typicalWorkload": True,
+                    "noManipulation": True,
+                    "acceptsVerification": True,
+                },
+            },
+        },
+    }
+    for key, value in spec.items():
+        body["spec"][key] = value
+    return body
+
+
+def _create(api: client.ApiClient, ns: str, body: dict[str, Any]) -> None:
+    client.CustomObjectsApi(api).create_namespaced_custom_object(
+        GROUP, VERSION, ns, "modelqualifications", body
+    )
+
+
+def _get(api: client.ApiClient, ns: str, name: str) -> dict[str, Any]:
+    obj: dict[str, Any] = client.CustomObjectsApi(api).get_namespaced_custom_object(
+        GROUP, VERSION, ns, "modelqualifications", name
+    )
+    return obj
+
+
+def _phase(api: client.ApiClient, ns: str, name: str, *phases: str) -> Any:
+    obj = _get(api, ns, name)
+    return obj if (obj.get("status") or {}).get("phase") in phases else None
+
+
+def _cond(obj: dict[str, Any], ctype: str) -> dict[str, Any]:
+    return next(c for c in obj["status"]["conditions"] if c["type"] == ctype)
+
+
+def _jobs(api: client.ApiClient, ns: str) -> list[Any]:
+    return list(client.BatchV1Api(api).list_namespaced_job(ns).items)
+
+
+def _events(api: client.ApiClient, ns: str, name: str) -> list[Any]:
+    return [
+        e
+        for e in client.CoreV1Api(api).list_namespaced_event(ns).items
+        if e.involved_object.name == name
+    ]
+
+
+@pytest.mark.timeout(300)
+def test_apply_to_verified_status(
+    cluster: Cluster, api: client.ApiClient, namespace: str, operator: dict[str, Any]
+) -> None:
+    _create(api, namespace, _mq("q1"))
+    obj = wait_for(
+        "the qualification to finish",
+        lambda: _phase(api, namespace, "q1", "Succeeded", "Failed"),
+        240,
+    )
+    st = obj["status"]
+    assert st["phase"] == "Succeeded", st
+    assert st["observedGeneration"] == 1
+    assert _cond(obj, "Ready")["status"] == "True"
+    assert _cond(obj, "Reconciling")["status"] == "False"
+    assert _cond(obj, "Stalled")["status"] == "False"
+    assert _cond(obj, "Scheduled")["status"] == "True"
+    assert st["environment"]["simulated"] is True
+    assert st["environment"]["gpu"] == "NVIDIA H200"
+    assert st["environment"]["node"] == "gpu-h200-0"
+    assert st["policy"]["name"] == SIM_POLICY
+    assert st["tier"]["number"] in (1, 2, 3)
+    assert 100 < st["measured"]["avgPowerW"] < 160  # the h200-decode replay trace
+    assert st["measured"]["powerCV"] >= 0
+    assert {c["metric"] for c in st["verification"]["claims"]} == {"avgPowerW", "powerCV"}
+    assert st["verification"]["result"] in ("Verified", "Failed")
+    assert "Simulated measurement" in st["reasoning"]
+    assert len(st["history"]) == 1
+    assert st["expiresAt"] > st["completedAt"]
+    jobs = _jobs(api, namespace)
+    assert len(jobs) == 1
+    owner = jobs[0].metadata.owner_references[0]
+    assert (owner.kind, owner.name, owner.controller) == ("ModelQualification", "q1", True)
+    reasons = {e.reason for e in _events(api, namespace, "q1")}
+    assert "JobCreated" in reasons
+    assert reasons & {"Qualified", "NotQualified"}
+    table = cluster.kubectl("get", "mq", "-n", namespace)
+    assert table.split("\n")[0].split()[:5] == ["NAME", "MODEL", "PHASE", "TIER", "DISCOUNT"]
+    assert "Succeeded" in table
+    with urllib.request.urlopen(f"http://127.0.0.1:{operator['metrics_port']}/metrics") as r:
+        text = r.read().decode()
+    assert "modelgrid_qualifications{" in text
+    assert "modelgrid_benchmark_duration_seconds_count" in text
+
+
+@pytest.mark.timeout(300)
+def test_a_policy_change_reevaluates_without_rerunning(
+    cluster: Cluster, api: client.ApiClient, namespace: str, operator: dict[str, Any]
+) -> None:
+    policy = f"p-{namespace}"
+    cluster.kubectl(
+        "apply",
+        "--server-side",
+        "-f",
+        "-",
+        stdin=yaml.safe_dump(_policy_doc(policy, allowSimulated=True, requireAttestation=False)),
+    )
+    try:
+        _create(api, namespace, _mq("q2", policyRef={"name": policy}))
+        obj = wait_for(
+            "a verdict", lambda: _phase(api, namespace, "q2", "Succeeded", "Failed"), 240
+        )
+        assert obj["status"]["phase"] == "Succeeded", obj["status"]
+        assert obj["status"]["tier"]["number"] == 1  # ~130 W, a steady trace
+        gen_before = obj["status"]["policy"]["generation"]
+        doc = _policy_doc(policy, allowSimulated=True, requireAttestation=False)
+        doc["spec"]["tiers"][0]["maxAvgPowerW"] = 50  # nobody draws under 50 W
+        doc["spec"]["tiers"][1]["maxAvgPowerW"] = 60
+        cluster.kubectl("apply", "--server-side", "-f", "-", stdin=yaml.safe_dump(doc))
+
+        def reevaluated() -> Any:
+            o = _get(api, namespace, "q2")
+            return o if o["status"]["policy"]["generation"] != gen_before else None
+
+        obj = wait_for("the re-evaluation", reevaluated, 60)
+        assert obj["status"]["tier"]["number"] == 3
+        assert obj["status"]["discountPercent"] == 0
+        assert len(obj["status"]["history"]) == 2
+        assert len(_jobs(api, namespace)) == 1  # no GPU was run again
+        assert any("re-evaluated" in (e.message or "") for e in _events(api, namespace, "q2"))
+    finally:
+        cluster.kubectl("delete", "tierpolicy", policy, "--ignore-not-found", check=False)
+
+
+@pytest.mark.timeout(200)
+def test_a_simulated_result_is_refused_under_the_real_policy(
+    api: client.ApiClient, namespace: str, operator: dict[str, Any]
+) -> None:
+    _create(api, namespace, _mq("q3", policyRef={"name": "model-card"}))
+    obj = wait_for("the refusal", lambda: _phase(api, namespace, "q3", "Succeeded", "Failed"), 150)
+    assert obj["status"]["phase"] == "Failed"
+    stalled = _cond(obj, "Stalled")
+    assert stalled["status"] == "True"
+    assert stalled["reason"] == "ResultRejected"
+    assert "SimulatedResult" in stalled["message"]
+    assert "tier" not in obj["status"]
+
+
+@pytest.mark.timeout(200)
+def test_unschedulable_is_reported_with_the_schedulers_message(
+    api: client.ApiClient, namespace: str, operator: dict[str, Any]
+) -> None:
+    _create(api, namespace, _mq("q4", hardware={"gpuProduct": "NVIDIA-B200"}))
+
+    def unschedulable() -> Any:
+        o = _get(api, namespace, "q4")
+        conds = {c["type"]: c for c in (o.get("status") or {}).get("conditions", [])}
+        sched = conds.get("Scheduled")
+        return o if sched and sched["reason"] == "Unschedulable" else None
+
+    obj = wait_for("Scheduled=False/Unschedulable", unschedulable, 90)
+    assert obj["status"]["phase"] == "Scheduling"
+    assert _cond(obj, "Scheduled")["status"] == "False"
+    assert "node(s) didn't match Pod's node affinity/selector" in _cond(obj, "Scheduled")["message"]
+    assert _cond(obj, "Reconciling")["status"] == "True"
+
+
+@pytest.mark.timeout(200)
+def test_a_failing_benchmark_ends_stalled_with_its_own_message(
+    api: client.ApiClient, namespace: str, operator: dict[str, Any]
+) -> None:
+    source = {"endpoint": {"url": "http://127.0.0.1:9", "servedModel": "m"}}
+    body = _mq("q5")
+    body["spec"]["model"]["source"] = source
+    _create(api, namespace, body)
+    obj = wait_for("the failure", lambda: _phase(api, namespace, "q5", "Failed", "Succeeded"), 150)
+    assert obj["status"]["phase"] == "Failed"
+    stalled = _cond(obj, "Stalled")
+    assert stalled["reason"] == "BackoffLimitExceeded"
+    assert "unreachable" in stalled["message"]
+    assert _cond(obj, "Ready")["status"] == "False"
+
+
+@pytest.mark.timeout(300)
+def test_a_spec_change_supersedes_the_running_job(
+    api: client.ApiClient, namespace: str, operator: dict[str, Any]
+) -> None:
+    body = _mq("q6")
+    body["spec"]["workload"]["tokensPerSample"] = 20000  # long enough to be caught running
+    _create(api, namespace, body)
+    wait_for("the first run", lambda: _phase(api, namespace, "q6", "Running"), 120)
+    first = {j.metadata.name for j in _jobs(api, namespace)}
+    patch = {"spec": {"workload": {"tokensPerSample": 1500}}}
+    client.CustomObjectsApi(api).patch_namespaced_custom_object(
+        GROUP, VERSION, namespace, "modelqualifications", "q6", patch
+    )
+
+    def second_generation_done() -> Any:
+        o = _get(api, namespace, "q6")
+        st = o.get("status") or {}
+        return o if st.get("observedGeneration") == 2 and st.get("phase") == "Succeeded" else None
+
+    obj = wait_for("generation 2's verdict", second_generation_done, 240)
+    names = {j.metadata.name for j in _jobs(api, namespace)}
+    assert obj["status"]["jobName"] in names
+    assert obj["status"]["jobName"] not in first
+    assert "-g2-" in obj["status"]["jobName"]
+    gone = wait_for(
+        "the superseded Job to go",
+        lambda: not (first & {j.metadata.name for j in _jobs(api, namespace)}),
+        60,
+    )
+    assert gone
+
+
+def test_status_cannot_be_set_through_the_main_resource(
+    api: client.ApiClient, namespace: str, operator: dict[str, Any]
+) -> None:
+    body = copy.deepcopy(_mq("q7", hardware={"gpuProduct": "NVIDIA-B200"}))
+    body["status"] = {"phase": "Succeeded", "discountPercent": 20}
+    _create(api, namespace, body)
+    obj = _get(api, namespace, "q7")
+    assert (obj.get("status") or {}).get("discountPercent") != 20
+    with pytest.raises(ApiException):
+        client.CustomObjectsApi(api).patch_namespaced_custom_object(
+            GROUP,
+            VERSION,
+            namespace,
+            "modelqualifications",
+            "q7",
+            {"spec": {"workload": {"tokensPerSample": 0}}},
+        )
+    _ = time
+    _ = Path

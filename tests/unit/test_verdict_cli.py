@@ -1,0 +1,156 @@
+"""`modelgrid verdict` offline, on a real (simulated) benchmark run, and the drift of its data."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from modelgrid_operator.cli import main, shipped_policy
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("bench") / "ev"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "modelgrid_bench",
+            "run",
+            "--backend",
+            "synthetic",
+            "--power-source",
+            "replay:builtin:h200-decode",
+            "--samples",
+            "4",
+            "--tokens",
+            "300",
+            "--repeats",
+            "2",
+            "--idle-baseline-s",
+            "0.3",
+            "--warmup-samples",
+            "0",
+            "--output-dir",
+            str(out),
+            "--log-level",
+            "ERROR",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+def test_shipped_policies_are_the_crds_copies() -> None:
+    for name in ("model-card", "cv-only"):
+        packaged = (
+            REPO / "operator" / "modelgrid_operator" / "data" / "tierpolicies" / f"{name}.yaml"
+        )
+        source = REPO / "crds" / "tierpolicies" / f"{name}.yaml"
+        assert packaged.read_text() == source.read_text(), (
+            f"{packaged} drifted from {source}: cp {source} {packaged}"
+        )
+    assert shipped_policy().tiers[0].discount_percent == 20
+
+
+def test_verdict_refuses_a_simulated_result_under_the_default_policy(
+    run_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["verdict", "--result", str(run_dir / "result.json")]) == 3
+    assert "SimulatedResult" in capsys.readouterr().err
+
+
+def test_verdict_prints_the_model_cards_results_section(
+    run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    doc = yaml.safe_load((REPO / "crds" / "tierpolicies" / "model-card.yaml").read_text())
+    doc["spec"]["allowSimulated"] = True
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(yaml.safe_dump(doc))
+    claims = tmp_path / "claims.json"
+    claims.write_text(json.dumps({"avgPowerW": 100.0, "powerCV": 0.2}))
+    assert (
+        main(
+            [
+                "verdict",
+                "--result",
+                str(run_dir / "result-compact.json"),
+                "--policy",
+                str(policy),
+                "--claims",
+                str(claims),
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "## Firmus Verification Results" in out
+    assert "| Metric | Developer Claim | Firmus Measured | Delta | Status |" in out
+    # ~130 W measured against a 100 W claim: outside the 10 % tolerance.
+    assert "| Avg Power (W) | 100 |" in out
+    assert "✗" in out
+    assert "**Discount Approved:** No" in out
+    assert (
+        main(
+            ["verdict", "--result", str(run_dir / "result.json"), "--policy", str(policy), "--json"]
+        )
+        == 0
+    )
+    obj = json.loads(capsys.readouterr().out)
+    assert obj["tier_number"] == 1  # ~130 W and a steady replay: the card's Tier 1
+    assert obj["simulated"] is True
+    assert set(obj) >= {
+        "tier",
+        "discount_percentage",
+        "power_cv",
+        "avg_power_watts",
+        "peak_power_watts",
+        "qualified",
+    }
+
+
+def test_verdict_checks_identity_when_given_the_qualification(
+    run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    mq = yaml.safe_load((REPO / "examples" / "qualification.yaml").read_text())
+    q = tmp_path / "mq.yaml"
+    q.write_text(yaml.safe_dump(mq))
+    doc = yaml.safe_load((REPO / "crds" / "tierpolicies" / "model-card.yaml").read_text())
+    doc["spec"]["allowSimulated"] = True
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(yaml.safe_dump(doc))
+    # The example declares a different workload than this run: the digests disagree.
+    assert (
+        main(
+            [
+                "verdict",
+                "--result",
+                str(run_dir / "result.json"),
+                "--policy",
+                str(policy),
+                "--qualification",
+                str(q),
+            ]
+        )
+        == 3
+    )
+    assert "WorkloadMismatch" in capsys.readouterr().err
+
+
+def test_verdict_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["verdict", "--result", str(tmp_path / "missing.json")]) == 2
+    bad = tmp_path / "r.json"
+    bad.write_text("{not json")
+    assert main(["verdict", "--result", str(bad)]) == 3
+    assert "MalformedResult" in capsys.readouterr().err
