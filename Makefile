@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv inference test lint typecheck unit bench sandbox controlplane clean
+.PHONY: venv inference test lint typecheck unit bench demo sandbox controlplane clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,7 +34,11 @@ controlplane:
 unit: $(STAMP)
 	MODELGRID_K8S_BIN="$$(bash hack/build-control-plane.sh | tail -n 1)" $(PY) -m pytest
 
-# The main job: a local cluster with simulated GPU nodes, until Ctrl-C.
+# The main job: the sandbox, the operator, the example qualification and its verdict.
+demo: $(STAMP)
+	MODELGRID_K8S_BIN="$$(bash hack/build-control-plane.sh | tail -n 1)" $(PY) -m modelgrid_sandbox --demo
+
+# A local cluster with simulated GPU nodes and the operator, until Ctrl-C.
 sandbox: $(STAMP)
 	MODELGRID_K8S_BIN="$$(bash hack/build-control-plane.sh | tail -n 1)" $(PY) -m modelgrid_sandbox
 

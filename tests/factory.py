@@ -7,7 +7,10 @@ and, like NVML's, only updates every `counter_update_s`; reads happen at `t_s` s
 from __future__ import annotations
 
 import itertools
+import subprocess
+import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -221,3 +224,40 @@ def evidence(
         trace=trace,
         telemetry=tel if tel is not None else telemetry(end, gpus=gpus),
     )
+
+
+def run_simulated_benchmark(out: Path, *, samples: int = 4, tokens: int = 300) -> Path:
+    """Run the real benchmark CLI (synthetic inference, replayed power) into `out`."""
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "modelgrid_bench",
+            "run",
+            "--backend",
+            "synthetic",
+            "--power-source",
+            "replay:builtin:h200-decode",
+            "--samples",
+            str(samples),
+            "--tokens",
+            str(tokens),
+            "--repeats",
+            "2",
+            "--warmup-samples",
+            "0",
+            "--idle-baseline-s",
+            "0.3",
+            "--output-dir",
+            str(out),
+            "--log-level",
+            "ERROR",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise AssertionError(f"the benchmark failed ({proc.returncode}): {proc.stderr[-2000:]}")
+    return out

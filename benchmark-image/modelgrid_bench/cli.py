@@ -66,7 +66,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     m.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     m.add_argument("--dtype", default="auto", choices=("auto", "bfloat16", "float16", "float32"))
-    m.add_argument("--synthetic-step-ms", type=float, default=2.0)
+    m.add_argument(
+        "--synthetic-step-ms",
+        type=float,
+        default=float(os.environ.get("MODELGRID_SYNTHETIC_STEP_MS", "2.0")),
+        help="synthetic backend's decode step (default: $MODELGRID_SYNTHETIC_STEP_MS or 2)",
+    )
     w = run.add_argument_group("workload (defaults: the program's)")
     w.add_argument("--workload-json", help="the whole workload as JSON (overrides the flags)")
     w.add_argument("--samples", type=int, default=20)

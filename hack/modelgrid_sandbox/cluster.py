@@ -7,15 +7,18 @@ command (`python -m modelgrid_sandbox`).
 from __future__ import annotations
 
 import contextlib
+import os
 import subprocess
+import sys
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from modelgrid_sandbox.controlplane import REPO, ControlPlane
+from modelgrid_sandbox.controlplane import REPO, ControlPlane, free_port
 from modelgrid_sandbox.nodeagent import NodeAgent, NodeSpec, default_fleet
 
 
@@ -100,11 +103,88 @@ def wait_for_default_service_account(
     raise TimeoutError(f"no default ServiceAccount in {namespace} after {timeout_s} s")
 
 
+SANDBOX_POLICY = "model-card-sandbox"
+
+
 def install_project(cluster: Cluster) -> list[str]:
-    """Apply what the project has so far: CRDs from crds/ (the operator comes with its chart)."""
+    """Apply the CRDs, the shipped TierPolicies and the sandbox's policy (simulated allowed)."""
     applied = []
     crds = REPO / "crds"
     if crds.is_dir() and any(crds.glob("*.yaml")):
         cluster.kubectl("apply", "--server-side", "-f", str(crds))
+        cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
         applied.append("crds")
+    policies = crds / "tierpolicies"
+    if policies.is_dir():
+        cluster.kubectl("apply", "--server-side", "-f", str(policies))
+        cluster.kubectl(
+            "apply",
+            "--server-side",
+            "-f",
+            str(REPO / "hack" / "sandbox" / f"{SANDBOX_POLICY}.yaml"),
+        )
+        applied.append("tierpolicies")
     return applied
+
+
+@dataclass
+class OperatorProcess:
+    """The operator as a local process with the admin kubeconfig (the chart runs it in-cluster
+    as its own ServiceAccount)."""
+
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+    metrics_port: int
+    live_port: int
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def start_operator(
+    cluster: Cluster,
+    log_path: Path,
+    *,
+    default_policy: str = SANDBOX_POLICY,
+    extra_env: dict[str, str] | None = None,
+    timeout_s: float = 60,
+) -> OperatorProcess:
+    metrics_port, live_port = free_port(), free_port()
+    env = {
+        **os.environ,
+        "KUBECONFIG": str(cluster.kubeconfig),
+        "MODELGRID_DEFAULT_POLICY": default_policy,
+        "MODELGRID_METRICS_PORT": str(metrics_port),
+        "MODELGRID_LIVENESS_ENDPOINT": f"http://127.0.0.1:{live_port}/healthz",
+        **(extra_env or {}),
+    }
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "modelgrid_operator"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    op = OperatorProcess(proc, log_path, metrics_port, live_port)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not op.alive():
+            raise RuntimeError(f"the operator exited: {log_path.read_text()[-2000:]}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{live_port}/healthz", timeout=2):
+                return op
+        except OSError:
+            time.sleep(0.3)
+    op.stop()
+    raise TimeoutError(f"the operator was not live after {timeout_s} s; see {log_path}")

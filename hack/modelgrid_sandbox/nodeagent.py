@@ -198,6 +198,9 @@ class NodeAgent:
             # No GPU here to run the declared model on: the benchmark paces tokens instead
             # (its result says simulated, as it must).
             self.extra_env["MODELGRID_BACKEND_OVERRIDE"] = "synthetic"
+            # About an 8B model's decode step at small batch on an H200, so that a declared
+            # workload lasts as long as it would and yields whole 1 s windows.
+            self.extra_env.setdefault("MODELGRID_SYNTHETIC_STEP_MS", "20")
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._pods: dict[str, _Running] = {}

@@ -106,7 +106,8 @@ def validate_result(
         if result.gpu.count != spec.hardware.gpu_count:
             raise ResultRejected(
                 RejectReason.WRONG_GPU,
-                f"measured on {result.gpu.count} GPU(s), but {spec.hardware.gpu_count} were required",
+                f"measured on {result.gpu.count} GPU(s), but {spec.hardware.gpu_count} were "
+                "required",
             )
         expected = workload_digest(spec)
         if result.workload_digest != expected:

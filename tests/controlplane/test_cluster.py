@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -477,8 +476,9 @@ def test_rbac_is_enforced(cluster: Cluster, namespace: str) -> None:
     assert cluster.kubectl("auth", "can-i", "list", "pods", "-n", namespace).strip() == "yes"
 
 
-@pytest.mark.timeout(180)
-def test_the_sandbox_command_lists_the_simulated_gpu_nodes(tmp_path: Path) -> None:
+@pytest.mark.timeout(420)
+def test_the_demo_command_runs_the_main_job_end_to_end(tmp_path: Path) -> None:
+    """`make demo`: sandbox, operator, example qualification, verdict, clean exit."""
     import subprocess
 
     proc = subprocess.run(
@@ -486,8 +486,9 @@ def test_the_sandbox_command_lists_the_simulated_gpu_nodes(tmp_path: Path) -> No
             PY,
             "-m",
             "modelgrid_sandbox",
-            "--exit-after",
-            "1",
+            "--demo",
+            "--demo-timeout",
+            "300",
             "--log-dir",
             str(tmp_path / "logs"),
             "--kubeconfig-out",
@@ -495,12 +496,18 @@ def test_the_sandbox_command_lists_the_simulated_gpu_nodes(tmp_path: Path) -> No
         ],
         capture_output=True,
         text=True,
-        timeout=170,
+        timeout=400,
         check=False,
     )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "gpu-h200-0" in proc.stdout
-    assert "NVIDIA-H100-80GB-HBM3" in proc.stdout
-    assert "export KUBECONFIG=" in proc.stdout
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    out = proc.stdout
+    for node in ("gpu-h200-0", "gpu-h200-1", "gpu-h100-0", "cpu-0"):
+        assert node in out
+    assert "NVIDIA-H100-80GB-HBM3" in out
+    assert "installed: crds, tierpolicies, operator" in out
+    table = out[out.index("NAMESPACE   NAME") :]
+    assert "llama-8b-shape" in table
+    assert "Succeeded" in table
+    assert "Tier 1 - Low Variance" in out
+    assert "verification: Verified" in out
     assert not (tmp_path / "kubeconfig").exists()  # removed on the way out
-    _ = time

@@ -461,6 +461,148 @@ INVALID_SPECS: list[tuple[str, dict[str, Any], str, str]] = [
         "spec.model.parameterCount",
         "should match",
     ),
+    (
+        "samples-0",
+        _with("workload.samples", 0),
+        "spec.workload.samples",
+        "samples must be between 1 and 100000",
+    ),
+    (
+        "repeats-101",
+        _with("workload.repeats", 101),
+        "spec.workload.repeats",
+        "repeats must be between 1 and 100",
+    ),
+    (
+        "temperature-2.5",
+        _with("workload.temperature", 2.5),
+        "spec.workload.temperature",
+        "temperature must be between 0 and 2",
+    ),
+    (
+        "top-p-0",
+        _with("workload.topP", 0),
+        "spec.workload.topP",
+        "topP must be greater than 0 and at most 1",
+    ),
+    (
+        "prompt-type-poetry",
+        _with("workload.promptType", "poetry"),
+        "spec.workload.promptType",
+        'Unsupported value: "poetry"',
+    ),
+    (
+        "warmup-negative",
+        _with("workload.warmupSamples", -1),
+        "spec.workload.warmupSamples",
+        "warmupSamples must be between 0 and 10000",
+    ),
+    (
+        "concurrency-0",
+        _with("workload.concurrency", 0),
+        "spec.workload.concurrency",
+        "concurrency must be between 1 and 1024",
+    ),
+    (
+        "input-tokens-200k",
+        _with("workload.inputTokens", 200000),
+        "spec.workload.inputTokens",
+        "inputTokens must be between 1 and 131072",
+    ),
+    (
+        "seed-negative",
+        _with("workload.seed", -1),
+        "spec.workload.seed",
+        "seed must be between 0 and 2147483647",
+    ),
+    (
+        "timeout-30s",
+        _with("timeoutSeconds", 30),
+        "spec.timeoutSeconds",
+        "timeoutSeconds must be between 60 and 86400",
+    ),
+    (
+        "gpu-product-with-spaces",
+        _with("hardware", {"gpuProduct": "NVIDIA H200"}),
+        "spec.hardware.gpuProduct",
+        "should match '^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$'",
+    ),
+    (
+        "avg-power-0",
+        _with("claims", {"avgPowerW": 0}),
+        "spec.claims.avgPowerW",
+        "avgPowerW must be greater than 0 and at most 10000",
+    ),
+    (
+        "joules-per-token-negative",
+        _with("claims", {"joulesPerToken": -1}),
+        "spec.claims.joulesPerToken",
+        "joulesPerToken must be greater than 0 and at most 1000",
+    ),
+    (
+        "target-tier-0",
+        _with("claims", {"targetTier": 0}),
+        "spec.claims.targetTier",
+        "targetTier must be between 1 and 10",
+    ),
+    (
+        "empty-model-name",
+        _with("model.name", ""),
+        "spec.model.name",
+        "should be at least 1 chars long",
+    ),
+    (
+        "model-name-300",
+        _with("model.name", "m" * 300),
+        "spec.model.name",
+        "Too long: may not be more than 253 bytes",
+    ),
+    (
+        "cache-without-model-id",
+        _with("model.source", {"cache": {"claimName": "hf"}}),
+        "spec.model.source.cache.modelId",
+        "Required value",
+    ),
+    (
+        "pvc-without-claim",
+        _with("model.source", {"pvc": {"path": "/m"}}),
+        "spec.model.source.pvc.claimName",
+        "Required value",
+    ),
+    (
+        "endpoint-without-url",
+        _with("model.source", {"endpoint": {"servedModel": "m"}}),
+        "spec.model.source.endpoint.url",
+        "Required value",
+    ),
+    (
+        "bad-queue-name",
+        _with("queueName", "Bad_Queue!"),
+        "spec.queueName",
+        "should match '^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$'",
+    ),
+    (
+        "policy-ref-without-name",
+        _with("policyRef", {}),
+        "spec.policyRef.name",
+        "Required value",
+    ),
+    (
+        "seventeen-tolerations",
+        _with(
+            "hardware", {"tolerations": [{"key": f"k{i}", "operator": "Exists"} for i in range(17)]}
+        ),
+        "spec.hardware.tolerations",
+        "Too many: 17: must have at most 16 items",
+    ),
+    (
+        "toleration-bad-effect",
+        _with(
+            "hardware", {"tolerations": [{"key": "k", "operator": "Exists", "effect": "Sometimes"}]}
+        ),
+        "spec.hardware.tolerations[0].effect",
+        'Unsupported value: "Sometimes"',
+    ),
 ]
 
 

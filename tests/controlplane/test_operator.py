@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import copy
-import os
-import subprocess
+import json
 import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,12 +15,15 @@ import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from modelgrid_sandbox.cluster import Cluster
-from modelgrid_sandbox.controlplane import REPO, free_port
+from modelgrid_sandbox import nodeagent
+from modelgrid_sandbox.cluster import Cluster, OperatorProcess, start_operator
+from modelgrid_sandbox.controlplane import REPO
 from tests.controlplane.conftest import wait_for
+from tests.factory import run_simulated_benchmark
 
 GROUP, VERSION = "modelgrid.firmus.ai", "v1alpha1"
-SIM_POLICY = "model-card-simulated"
+#: The sandbox's own policy (hack/sandbox): the model card's table, simulated results accepted.
+SIM_POLICY = "model-card-sandbox"
 
 
 def _policy_doc(name: str, **spec: Any) -> dict[str, Any]:
@@ -44,49 +45,40 @@ def operator(cluster: Cluster) -> Iterator[dict[str, Any]]:
     )
     cluster.kubectl("apply", "--server-side", "-f", str(REPO / "crds" / "tierpolicies"))
     cluster.kubectl(
-        "apply",
-        "--server-side",
-        "-f",
-        "-",
-        stdin=yaml.safe_dump(_policy_doc(SIM_POLICY, allowSimulated=True)),
+        "apply", "--server-side", "-f", str(REPO / "hack" / "sandbox" / f"{SIM_POLICY}.yaml")
     )
-    metrics_port, live_port = free_port(), free_port()
-    log_path = cluster.control_plane.log_dir / "operator.log"
-    env = {
-        **os.environ,
-        "KUBECONFIG": str(cluster.kubeconfig),
-        "MODELGRID_DEFAULT_POLICY": SIM_POLICY,
-        "MODELGRID_METRICS_PORT": str(metrics_port),
-        "MODELGRID_LIVENESS_ENDPOINT": f"http://127.0.0.1:{live_port}/healthz",
-        "MODELGRID_MAX_CONCURRENT_JOBS": "3",
-        "MODELGRID_BACKOFF_LIMIT": "1",
+    state: dict[str, Any] = {
+        "extra": {"MODELGRID_MAX_CONCURRENT_JOBS": "3", "MODELGRID_BACKOFF_LIMIT": "1"}
     }
-    with log_path.open("ab") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "modelgrid_operator"],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
+
+    def start() -> OperatorProcess:
+        op = start_operator(
+            cluster,
+            cluster.control_plane.log_dir / "operator.log",
+            default_policy=SIM_POLICY,
+            extra_env=state["extra"],
         )
+        state["op"] = op
+        state["metrics_port"] = op.metrics_port
+        return op
+
+    state["start"] = start
+    start()
     try:
-
-        def live() -> bool:
-            assert proc.poll() is None, log_path.read_text()[-3000:]
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{live_port}/healthz", timeout=2):
-                    return True
-            except OSError:
-                return False
-
-        wait_for("the operator's liveness endpoint", live, 60)
-        yield {"proc": proc, "metrics_port": metrics_port, "log": log_path}
+        yield state
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        state["op"].stop()
+
+
+@pytest.fixture
+def paced(cluster: Cluster) -> Iterator[None]:
+    """Pods on the simulated nodes pace tokens (20 ms a step) instead of running the model."""
+    env = cluster.agent.extra_env
+    saved = dict(env)
+    env.update({"MODELGRID_BACKEND_OVERRIDE": "synthetic", "MODELGRID_SYNTHETIC_STEP_MS": "20"})
+    yield
+    env.clear()
+    env.update(saved)
 
 
 def _mq(name: str, **spec: Any) -> dict[str, Any]:
@@ -341,5 +333,144 @@ def test_status_cannot_be_set_through_the_main_resource(
             "q7",
             {"spec": {"workload": {"tokensPerSample": 0}}},
         )
-    _ = time
-    _ = Path
+
+
+@pytest.mark.timeout(300)
+def test_the_example_qualification_ends_verified_with_a_discount(
+    cluster: Cluster, api: client.ApiClient, operator: dict[str, Any], paced: None
+) -> None:
+    example = REPO / "examples" / "qualification.yaml"
+    cluster.kubectl("apply", "-f", str(example))
+    try:
+        obj = wait_for(
+            "the example's verdict",
+            lambda: _phase(api, "default", "llama-8b-shape", "Succeeded", "Failed"),
+            240,
+        )
+        st = obj["status"]
+        assert st["phase"] == "Succeeded", st.get("conditions")
+        assert _cond(obj, "Ready")["status"] == "True"
+        assert st["tier"]["label"] == "Tier 1 - Low Variance"
+        assert st["discountPercent"] == 20
+        assert st["discountApproved"] is True
+        assert st["verification"]["result"] == "Verified"
+        deltas = {c["metric"]: c["deltaPercent"] for c in st["verification"]["claims"]}
+        assert set(deltas) == {"avgPowerW", "peakPowerW", "powerCV", "joulesPerToken", "targetTier"}
+        claimed = {c["metric"]: c["claimed"] for c in st["verification"]["claims"]}
+        measured = {c["metric"]: c["measured"] for c in st["verification"]["claims"]}
+        assert deltas["avgPowerW"] == pytest.approx(
+            (measured["avgPowerW"] - claimed["avgPowerW"]) / claimed["avgPowerW"] * 100, abs=1e-3
+        )
+        table = cluster.kubectl("get", "mq", "-n", "default")
+        header = table.splitlines()[0]
+        for column in ("MODEL", "PHASE", "TIER", "DISCOUNT", "CV", "AVG POWER", "VERIFIED", "AGE"):
+            assert column in header
+        row = table.splitlines()[1]
+        assert "Tier 1 - Low Variance" in row
+        assert "Verified" in row
+    finally:
+        cluster.kubectl("delete", "-f", str(example), "--wait=false", check=False)
+
+
+@pytest.mark.timeout(300)
+def test_restarting_the_operator_mid_run_loses_nothing(
+    api: client.ApiClient, namespace: str, operator: dict[str, Any], paced: None
+) -> None:
+    body = _mq("q8")
+    body["spec"]["workload"] = {
+        "samples": 2,
+        "tokensPerSample": 500,
+        "repeats": 2,
+        "warmupSamples": 0,
+    }
+    _create(api, namespace, body)
+    wait_for("the run to start", lambda: _phase(api, namespace, "q8", "Running"), 120)
+    operator["op"].stop()
+    job_before = [j.metadata.name for j in _jobs(api, namespace)]
+    assert len(job_before) == 1
+    operator["start"]()
+    obj = wait_for(
+        "the verdict after the restart",
+        lambda: _phase(api, namespace, "q8", "Succeeded", "Failed"),
+        200,
+    )
+    assert obj["status"]["phase"] == "Succeeded", obj["status"].get("conditions")
+    assert [j.metadata.name for j in _jobs(api, namespace)] == job_before
+    assert obj["status"]["jobName"] == job_before[0]
+    assert len(obj["status"]["history"]) == 1
+
+
+@pytest.mark.timeout(200)
+def test_deleting_the_qualification_removes_its_job_and_pods(
+    api: client.ApiClient, namespace: str, operator: dict[str, Any], paced: None
+) -> None:
+    body = _mq("q9")
+    body["spec"]["workload"] = {
+        "samples": 2,
+        "tokensPerSample": 5000,
+        "repeats": 2,
+        "warmupSamples": 0,
+    }
+    _create(api, namespace, body)
+    wait_for("the run to start", lambda: _phase(api, namespace, "q9", "Running"), 120)
+    assert _jobs(api, namespace)
+    client.CustomObjectsApi(api).delete_namespaced_custom_object(
+        GROUP, VERSION, namespace, "modelqualifications", "q9"
+    )
+    wait_for("the Job to be collected", lambda: not _jobs(api, namespace), 60)
+    wait_for(
+        "its pods to be collected",
+        lambda: not client.CoreV1Api(api).list_namespaced_pod(namespace).items,
+        60,
+    )
+
+
+def _real_compact(tmp: Path) -> dict[str, Any]:
+    out = run_simulated_benchmark(tmp / "ev", samples=3, tokens=400)
+    return dict(json.loads((out / "result-compact.json").read_text()))
+
+
+def _forgeries(tmp: Path) -> list[tuple[str, str, str]]:
+    real = _real_compact(tmp)
+    posing = {**real, "simulated": False, "flags": [f for f in real["flags"] if f != "simulated"]}
+    return [
+        ("malformed", "{not json", "MalformedResult"),
+        ("oversized", "x" * 10000, "MalformedResult"),  # the kubelet keeps 4096 bytes of it
+        ("replay-posing-as-real", json.dumps(posing), "must be simulated"),
+        ("another-workload", json.dumps(real), "WorkloadMismatch"),
+    ]
+
+
+@pytest.mark.timeout(400)
+def test_forged_malformed_or_oversized_messages_are_refused(
+    api: client.ApiClient,
+    namespace: str,
+    operator: dict[str, Any],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The benchmark image is swapped for one that writes a chosen termination message.
+    for i, (case, message, reason) in enumerate(_forgeries(tmp_path)):
+        # Not under /tmp: the pod mounts an emptyDir there, which the node maps elsewhere.
+        payload = REPO / "build" / "forgeries" / f"{namespace}-{case}"
+        payload.parent.mkdir(parents=True, exist_ok=True)
+        payload.write_text(message)
+        script = (
+            "import os, shutil; shutil.copyfile("
+            f"{str(payload)!r}, os.environ['MODELGRID_TERMINATION_LOG'])"
+        )
+        monkeypatch.setitem(
+            nodeagent.IMAGE_ENTRYPOINTS, "modelgrid-bench", [sys.executable, "-c", script]
+        )
+        name = f"forged-{i}"
+        _create(api, namespace, _mq(name))
+        obj = wait_for(
+            f"the refusal of {case}",
+            lambda n=name: _phase(api, namespace, n, "Failed", "Succeeded"),
+            90,
+        )
+        assert obj["status"]["phase"] == "Failed", case
+        stalled = _cond(obj, "Stalled")
+        assert stalled["reason"] == "ResultRejected", case
+        assert reason in stalled["message"], (case, stalled["message"])
+        assert not obj["status"].get("tier"), case

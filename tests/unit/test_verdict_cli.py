@@ -3,53 +3,20 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 from modelgrid_operator.cli import main, shipped_policy
+from tests.factory import run_simulated_benchmark
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("bench") / "ev"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "modelgrid_bench",
-            "run",
-            "--backend",
-            "synthetic",
-            "--power-source",
-            "replay:builtin:h200-decode",
-            "--samples",
-            "4",
-            "--tokens",
-            "300",
-            "--repeats",
-            "2",
-            "--idle-baseline-s",
-            "0.3",
-            "--warmup-samples",
-            "0",
-            "--output-dir",
-            str(out),
-            "--log-level",
-            "ERROR",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=90,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
-    return out
+    return run_simulated_benchmark(tmp_path_factory.mktemp("bench") / "ev")
 
 
 def test_shipped_policies_are_the_crds_copies() -> None:
