@@ -8,6 +8,8 @@ args and environment. The agent injects a replayed power source (`MODELGRID_POWE
 the real benchmark code runs and its result says `simulated: true`. Pod status moves through
 Pending, Running and Succeeded/Failed, with exit codes and the termination message (from
 `terminationMessagePath`, at most 4096 bytes, or the log tail under FallbackToLogsOnError).
+A pod with a ServiceAccount token mount gets a token bound to it and `KUBECONFIG` pointing at
+this apiserver, so an in-cluster client (the operator) acts as its ServiceAccount.
 Deleting a pod stops its process.
 """
 
@@ -16,6 +18,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import datetime as dt
+import json
 import logging
 import os
 import re
@@ -42,6 +45,12 @@ LEASE_DURATION_S = 40
 HEARTBEAT_S = 5.0
 AGENT_NAME = "modelgrid-sim-kubelet"
 GPU = "nvidia.com/gpu"
+#: Where the ServiceAccount admission plugin mounts a pod's token (unless automount is off).
+SA_MOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
+#: The kubelet's own request: the apiserver extends such pod-bound tokens to a year
+#: (--service-account-extend-token-expiration, warn-only after an hour), so a long-running
+#: process such as the operator keeps its credentials.
+SA_TOKEN_SECONDS = 3607
 
 
 @dataclass(frozen=True)
@@ -501,6 +510,10 @@ class NodeAgent:
             injected["NVIDIA_VISIBLE_DEVICES"] = ",".join(str(i) for i in range(gpus)) or "void"
         if gpus:
             injected["MODELGRID_REPLAY_GPUS"] = str(gpus)
+        if SA_MOUNT in mounts and "KUBECONFIG" not in pod_env:
+            # In-cluster config needs KUBERNETES_SERVICE_HOST and fixed paths, which a local
+            # process cannot have: it gets its ServiceAccount's credentials as a kubeconfig.
+            injected["KUBECONFIG"] = str(self._service_account(pod, poddir, mounts[SA_MOUNT]))
         env = {**base, **{k: rewrite(v) for k, v in pod_env.items()}, **injected}
         env.setdefault("NODE_NAME", spec.name)
         argv = list(c.command or []) or _image_entrypoint(c.image)
@@ -522,6 +535,57 @@ class NodeAgent:
             term_path=term_local,
             fallback_to_logs=c.termination_message_policy == "FallbackToLogsOnError",
         )
+
+    def _service_account(self, pod: Any, poddir: Path, volume: Path) -> Path:
+        """A token for the pod's ServiceAccount, bound to the pod (void once it is deleted), in
+        the token volume as a kubelet writes it and as a kubeconfig for this apiserver."""
+        kubeconfig = poddir / "serviceaccount.kubeconfig"
+        if kubeconfig.exists():  # one per pod, shared by its containers
+            return kubeconfig
+        meta, sa = pod.metadata, pod.spec.service_account_name or "default"
+        body = {
+            "spec": {
+                "audiences": [],  # the apiserver's own
+                "expirationSeconds": SA_TOKEN_SECONDS,
+                "boundObjectRef": {
+                    "apiVersion": "v1",
+                    "kind": "Pod",
+                    "name": meta.name,
+                    "uid": meta.uid,
+                },
+            }
+        }
+        try:
+            token = self.core.create_namespaced_service_account_token(sa, meta.namespace, body)
+        except ApiException as exc:
+            raise _CreateError(f"no token for ServiceAccount {sa}: {exc.reason}") from exc
+        cfg = self.api.configuration
+        cluster: dict[str, Any] = {"server": cfg.host}
+        if cfg.ssl_ca_cert:
+            cluster["certificate-authority"] = str(cfg.ssl_ca_cert)
+            with contextlib.suppress(OSError):
+                shutil.copyfile(cfg.ssl_ca_cert, volume / "ca.crt")
+        elif not cfg.verify_ssl:
+            cluster["insecure-skip-tls-verify"] = True
+        (volume / "token").write_text(token.status.token)
+        (volume / "namespace").write_text(meta.namespace)
+        user = f"system:serviceaccount:{meta.namespace}:{sa}"
+        doc = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "cluster", "cluster": cluster}],
+            "users": [{"name": user, "user": {"token": token.status.token}}],
+            "contexts": [
+                {
+                    "name": "in-pod",
+                    "context": {"cluster": "cluster", "user": user, "namespace": meta.namespace},
+                }
+            ],
+            "current-context": "in-pod",
+        }
+        kubeconfig.write_text(json.dumps(doc, indent=2))
+        kubeconfig.chmod(0o600)
+        return kubeconfig
 
     def _env_from(self, pod: Any, source: Any) -> str | None:
         if source.field_ref is not None:

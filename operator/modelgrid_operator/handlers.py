@@ -20,7 +20,6 @@ from typing import Any
 import kopf
 from kubernetes import watch
 
-from modelgrid_bench.contract import ResultRejected
 from modelgrid_operator import metrics
 from modelgrid_operator.api import GROUP, MQ_PLURAL, TP_PLURAL, VERSION
 from modelgrid_operator.jobs import ANNOTATION_QUALIFICATION, LABEL_MANAGED, MANAGED_BY, job_name
@@ -60,8 +59,6 @@ class Reconciler:
         with self._locked(namespace, name):
             try:
                 requeue = self._reconcile(namespace, name)
-            except ResultRejected:
-                raise
             except Exception:
                 metrics.RECONCILES.labels(outcome="error").inc()
                 raise
