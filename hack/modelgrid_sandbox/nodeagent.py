@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import ctypes
 import datetime as dt
 import json
 import logging
@@ -556,9 +557,12 @@ class NodeAgent:
             }
         }
         try:
-            token = self.core.create_namespaced_service_account_token(sa, meta.namespace, body)
+            issued = self.core.create_namespaced_service_account_token(sa, meta.namespace, body)
         except ApiException as exc:
             raise _CreateError(f"no token for ServiceAccount {sa}: {exc.reason}") from exc
+        token = issued.status.token if issued.status is not None else ""
+        if not token:
+            raise _CreateError(f"no token for ServiceAccount {sa} in the TokenRequest")
         cfg = self.api.configuration
         cluster: dict[str, Any] = {"server": cfg.host}
         if cfg.ssl_ca_cert:
@@ -567,14 +571,14 @@ class NodeAgent:
                 shutil.copyfile(cfg.ssl_ca_cert, volume / "ca.crt")
         elif not cfg.verify_ssl:
             cluster["insecure-skip-tls-verify"] = True
-        (volume / "token").write_text(token.status.token)
+        (volume / "token").write_text(token)
         (volume / "namespace").write_text(meta.namespace)
         user = f"system:serviceaccount:{meta.namespace}:{sa}"
         doc = {
             "apiVersion": "v1",
             "kind": "Config",
             "clusters": [{"name": "cluster", "cluster": cluster}],
-            "users": [{"name": user, "user": {"token": token.status.token}}],
+            "users": [{"name": user, "user": {"token": token}}],
             "contexts": [
                 {
                     "name": "in-pod",
@@ -665,6 +669,9 @@ class _Launch:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
+                # A killed agent leaves no pod behind (a long-lived one, like the operator of
+                # the chart, would otherwise outlive its cluster); the pod's thread outlives it.
+                preexec_fn=_die_with_agent,  # noqa: PLW1509 - it calls only a preloaded prctl
             )
         self.started_at = _now()
 
@@ -753,6 +760,18 @@ def _image_entrypoint(image: str) -> list[str]:
         f"image {image!r} has no known entrypoint on the simulated node; give the container "
         "a command"
     )
+
+
+try:  # loaded here, so that the forked child only calls it (no dlopen between fork and exec)
+    _PRCTL: Any = ctypes.CDLL("libc.so.6", use_errno=True).prctl
+except (OSError, AttributeError):
+    _PRCTL = None
+
+
+def _die_with_agent() -> None:
+    """In the child: SIGKILL when the thread that started it (the pod's) ends."""
+    if _PRCTL is not None:
+        _PRCTL(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def _kill_group(p: subprocess.Popen[bytes], grace_s: float) -> None:
