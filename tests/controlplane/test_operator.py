@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 import sys
@@ -451,13 +452,12 @@ def test_forged_malformed_or_oversized_messages_are_refused(
 ) -> None:
     # The benchmark image is swapped for one that writes a chosen termination message.
     for i, (case, message, reason) in enumerate(_forgeries(tmp_path)):
-        # Not under /tmp: the pod mounts an emptyDir there, which the node maps elsewhere.
-        payload = REPO / "build" / "forgeries" / f"{namespace}-{case}"
-        payload.parent.mkdir(parents=True, exist_ok=True)
-        payload.write_text(message)
+        # The message travels inside the script, in base85 (which has no '/'): a path would be
+        # remapped by the node when it falls under one of the pod's mounts (/tmp is one).
+        encoded = base64.b85encode(message.encode()).decode()
         script = (
-            "import os, shutil; shutil.copyfile("
-            f"{str(payload)!r}, os.environ['MODELGRID_TERMINATION_LOG'])"
+            "import base64, os; open(os.environ['MODELGRID_TERMINATION_LOG'], 'wb')"
+            f".write(base64.b85decode({encoded!r}))"
         )
         monkeypatch.setitem(
             nodeagent.IMAGE_ENTRYPOINTS, "modelgrid-bench", [sys.executable, "-c", script]
