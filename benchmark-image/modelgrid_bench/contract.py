@@ -38,6 +38,11 @@ TERMINATION_MESSAGE_LIMIT_BYTES = 4096
 SIMULATED_SOURCES = frozenset({"replay", "synthetic"})
 
 
+def normalise_product(name: str) -> str:
+    """'NVIDIA-H200' (a node label) and 'NVIDIA H200' (NVML's name) compare equal."""
+    return " ".join(name.replace("-", " ").replace("_", " ").split()).casefold()
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 

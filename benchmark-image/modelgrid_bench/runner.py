@@ -25,7 +25,14 @@ from pathlib import Path
 from modelgrid_bench import __version__
 from modelgrid_bench.analysis import analyze
 from modelgrid_bench.backends.base import Backend, GenerationParams
-from modelgrid_bench.contract import BenchmarkResult, Environment, GpuInfo, SamplerConfig, Workload
+from modelgrid_bench.contract import (
+    BenchmarkResult,
+    Environment,
+    GpuInfo,
+    SamplerConfig,
+    Workload,
+    normalise_product,
+)
 from modelgrid_bench.errors import BenchError, RefusalReason, RefusedError
 from modelgrid_bench.evidence import write_evidence, write_result
 from modelgrid_bench.records import (
@@ -54,11 +61,6 @@ class SessionConfig:
     expect_gpu_count: int | None = None
     allowed_gpu_processes: int | None = None
     output_dir: Path | None = None
-
-
-def normalise_product(name: str) -> str:
-    """'NVIDIA-H200' (a node label) and 'NVIDIA H200' (NVML's name) compare equal."""
-    return " ".join(name.replace("-", " ").replace("_", " ").split()).casefold()
 
 
 def check_gpus(gpus: list[GpuInfo], expect: str | None, count: int | None) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 
 from modelgrid_bench.errors import ExitCode
 from modelgrid_operator.api import GROUP, VERSION, QualificationSpec
+from modelgrid_operator.verdict import bench_workload
 
 GPU_RESOURCE = "nvidia.com/gpu"
 PRODUCT_LABEL = "nvidia.com/gpu.product"
@@ -51,20 +52,7 @@ def job_name(name: str, uid: str, generation: int, attempt: int = 0) -> str:
 
 
 def benchmark_args(spec: QualificationSpec) -> list[str]:
-    w = spec.workload
-    workload = {
-        "samples": w.samples,
-        "tokens_per_sample": w.tokens_per_sample,
-        "batch_size": w.batch_size,
-        "input_tokens": w.input_tokens,
-        "temperature": w.temperature,
-        "top_p": w.top_p,
-        "prompt_type": w.prompt_type.value,
-        "warmup_samples": w.warmup_samples,
-        "repeats": w.repeats,
-        "concurrency": w.concurrency,
-        "seed": w.seed,
-    }
+    workload = bench_workload(spec).model_dump(mode="json")
     src = spec.model.source
     args = ["run", "--workload-json", json.dumps(workload, separators=(",", ":"))]
     if src.random_weights is not None:

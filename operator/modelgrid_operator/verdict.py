@@ -26,7 +26,10 @@ from modelgrid_bench.contract import (
     Flag,
     ResultRejected,
     decode_compact,
+    normalise_product,
 )
+from modelgrid_bench.contract import PromptType as BenchPromptType
+from modelgrid_bench.contract import Workload as BenchWorkload
 from modelgrid_operator.api import (
     BorderlinePolicy,
     Boundary,
@@ -45,14 +48,9 @@ class RejectReason(StrEnum):
     REFUSED_BY_BENCHMARK = "RefusedByBenchmark"
 
 
-def normalise_product(name: str) -> str:
-    return " ".join(name.replace("-", " ").replace("_", " ").split()).casefold()
-
-
-def workload_digest(spec: QualificationSpec) -> str:
-    """The digest the benchmark computes for the workload the operator asks it to run."""
-    from modelgrid_bench.contract import Workload as BenchWorkload
-
+def bench_workload(spec: QualificationSpec) -> BenchWorkload:
+    """The benchmark's workload for a qualification: what its Job runs and what its result's
+    digest must match (one conversion, used by both)."""
     w = spec.workload
     return BenchWorkload(
         samples=w.samples,
@@ -61,12 +59,17 @@ def workload_digest(spec: QualificationSpec) -> str:
         input_tokens=w.input_tokens,
         temperature=w.temperature,
         top_p=w.top_p,
-        prompt_type=w.prompt_type.value,
+        prompt_type=BenchPromptType(w.prompt_type.value),
         warmup_samples=w.warmup_samples,
         repeats=w.repeats,
         concurrency=w.concurrency,
         seed=w.seed,
-    ).digest()
+    )
+
+
+def workload_digest(spec: QualificationSpec) -> str:
+    """The digest the benchmark computes for the workload the operator asks it to run."""
+    return bench_workload(spec).digest()
 
 
 def validate_result(
