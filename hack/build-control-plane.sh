@@ -27,7 +27,9 @@ repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 mod="$repo/hack/k8s"
 
 # Versions come from hack/k8s/go.mod (written by hack/k8s/gen-replaces.sh).
-modver() { sed 's/^require[[:space:]]//' "$mod/go.mod" | awk -v m="$1" '$1 == m && $2 ~ /^v/ {print $2; exit}'; }
+# One awk, no pipe: an awk that exits at its first match would SIGPIPE the writer before it,
+# and under pipefail that made the whole script exit 141 with nothing on stdout.
+modver() { awk -v m="$1" '{ sub(/^require[[:space:]]+/, "") } $1 == m && $2 ~ /^v/ { print $2; exit }' "$mod/go.mod"; }
 K8S_VERSION="$(modver k8s.io/kubernetes)"
 ETCD_VERSION="$(modver go.etcd.io/etcd/server/v3)"
 [[ "$K8S_VERSION" =~ ^v1\.([0-9]+)\.[0-9]+$ ]] || { log "no k8s.io/kubernetes version in $mod/go.mod"; exit 1; }

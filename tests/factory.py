@@ -14,15 +14,6 @@ from pathlib import Path
 
 import numpy as np
 
-from modelgrid_bench.contract import (
-    BackendInfo,
-    Environment,
-    GpuInfo,
-    PowerSourceInfo,
-    PowerSourceKind,
-    SamplerConfig,
-    Workload,
-)
 from modelgrid_bench.records import (
     TELEMETRY_COLUMNS,
     Evidence,
@@ -34,6 +25,15 @@ from modelgrid_bench.records import (
     Timeline,
     Trace,
 )
+from modelgrid_contract.result import (
+    BackendInfo,
+    Environment,
+    GpuInfo,
+    PowerSourceInfo,
+    PowerSourceKind,
+    SamplerConfig,
+)
+from modelgrid_contract.workload import Workload
 
 PowerFn = Callable[[np.ndarray], np.ndarray]
 FINE_S = 1e-5

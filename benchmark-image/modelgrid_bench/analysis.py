@@ -18,19 +18,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from modelgrid_bench.contract import (
-    TIER_METRIC,
-    TIER_METRIC_TIME_SCALE_S,
-    BenchmarkResult,
-    Flag,
-    PooledMetrics,
-    PowerStats,
-    Refusal,
-    RunMetrics,
-    SamplerHealth,
-    Spread,
-)
-from modelgrid_bench.errors import RefusalReason
 from modelgrid_bench.records import THROTTLE_REASONS_MASK, Evidence, RunRecord, Trace
 from modelgrid_bench.stats import (
     CounterKnots,
@@ -46,6 +33,19 @@ from modelgrid_bench.stats import (
     weighted_percentile,
     weighted_variance,
     window_powers_w,
+)
+from modelgrid_contract.reasons import Reason
+from modelgrid_contract.result import (
+    TIER_METRIC,
+    TIER_METRIC_TIME_SCALE_S,
+    BenchmarkResult,
+    Flag,
+    PooledMetrics,
+    PowerStats,
+    Refusal,
+    RunMetrics,
+    SamplerHealth,
+    Spread,
 )
 
 ENERGY_DISCREPANCY_LIMIT_PCT = 3.0
@@ -396,10 +396,10 @@ def analyze(ev: Evidence) -> BenchmarkResult:
     refusal: Refusal | None = None
     if crowded:
         flags.append(Flag.CONTENTION)
-        refusal = Refusal(reason=RefusalReason.CONTENTION.value, message=why)
+        refusal = Refusal(reason=Reason.CONTENTION.value, message=why)
     if busy:
         flags.append(Flag.GPU_NOT_IDLE)
-        refusal = refusal or Refusal(reason=RefusalReason.GPU_NOT_IDLE.value, message=why)
+        refusal = refusal or Refusal(reason=Reason.GPU_NOT_IDLE.value, message=why)
 
     run_to_run: dict[str, Spread] = {}
     if runs:

@@ -2,7 +2,7 @@
 
 Only JSON goes to stdout; logs go to stderr. The program's original form
 `python -m modelgrid_bench --model X --samples 20 --tokens 10` is accepted as `run`.
-Exit codes (modelgrid_bench.errors.ExitCode): 0 ok, 1 internal error, 2 bad input,
+Exit codes (modelgrid_contract.reasons.ExitCode): 0 ok, 1 internal error, 2 bad input,
 3 refused measurement (no GPU, wrong GPU, contention).
 """
 
@@ -20,18 +20,14 @@ from pydantic import ValidationError
 
 from modelgrid_bench.analysis import analyze
 from modelgrid_bench.backends.base import BackendOptions, open_backend
-from modelgrid_bench.contract import (
-    BenchFailure,
-    BenchmarkResult,
-    PromptType,
-    SamplerConfig,
-    Workload,
-    encode_compact,
-)
-from modelgrid_bench.errors import BadInputError, BenchError, ExitCode
+from modelgrid_bench.errors import BadInputError, BenchError
 from modelgrid_bench.evidence import read_evidence, write_result
 from modelgrid_bench.runner import SessionConfig, refusal_error, run_session
 from modelgrid_bench.sources import default_source_spec, open_source
+from modelgrid_contract.reasons import ExitCode, Reason
+from modelgrid_contract.result import BenchFailure, BenchmarkResult, SamplerConfig
+from modelgrid_contract.wire import encode_compact
+from modelgrid_contract.workload import PromptType, Workload
 
 log = logging.getLogger("modelgrid_bench")
 
@@ -290,7 +286,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _write_termination(
             termination,
             BenchFailure(
-                reason="InternalError",
+                reason=Reason.INTERNAL_ERROR.value,
                 message=f"{type(exc).__name__}: {exc}"[:1024],
                 exit_code=int(ExitCode.INTERNAL),
             ).encode(),

@@ -1,34 +1,20 @@
-"""Typed errors and the process exit codes they map to. Pure: no I/O.
+"""Typed errors of the benchmark and the exit codes they map to. Pure: no I/O.
 
-The exit codes are part of the contract with the operator: its Job's podFailurePolicy fails a
-qualification at once on BAD_INPUT (retrying cannot help), and retries REFUSED (a busy or wrong
-GPU may be free or right on the next pod).
+The exit codes and reasons are the contract's (`modelgrid_contract.reasons`): the operator's Job
+pod-failure policy fails a qualification at once on BAD_INPUT (retrying cannot help) and retries
+REFUSED (a busy or wrong GPU may be free or right on the next pod).
 """
 
 from __future__ import annotations
 
-from enum import IntEnum, StrEnum
-
-
-class ExitCode(IntEnum):
-    OK = 0
-    INTERNAL = 1
-    BAD_INPUT = 2
-    REFUSED = 3
-
-
-class RefusalReason(StrEnum):
-    NO_GPU = "NoGPU"
-    WRONG_GPU = "WrongGPU"
-    CONTENTION = "Contention"
-    GPU_NOT_IDLE = "GPUNotIdle"
+from modelgrid_contract.reasons import REFUSAL_REASONS, ExitCode, Reason
 
 
 class BenchError(Exception):
     """Base class: every error the benchmark raises on purpose."""
 
     exit_code: ExitCode = ExitCode.INTERNAL
-    reason: str = "InternalError"
+    reason: str = Reason.INTERNAL_ERROR.value
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -39,7 +25,7 @@ class BadInputError(BenchError):
     """The request cannot be satisfied as stated: bad flags, unknown model, unreadable trace."""
 
     exit_code = ExitCode.BAD_INPUT
-    reason = "BadInput"
+    reason = Reason.BAD_INPUT.value
 
 
 class RefusedError(BenchError):
@@ -47,7 +33,9 @@ class RefusedError(BenchError):
 
     exit_code = ExitCode.REFUSED
 
-    def __init__(self, reason: RefusalReason, message: str) -> None:
+    def __init__(self, reason: Reason, message: str) -> None:
+        if reason not in REFUSAL_REASONS:
+            raise ValueError(f"{reason} is not a refusal reason")
         super().__init__(message)
         self.reason = reason.value
         self.refusal = reason
@@ -56,7 +44,7 @@ class RefusedError(BenchError):
 class DeviceError(BenchError):
     """Any failure of the GPU management library (NVML), with the call that failed."""
 
-    reason = "DeviceError"
+    reason = Reason.DEVICE_ERROR.value
 
     def __init__(self, call: str, message: str, code: int | None = None) -> None:
         text = f"NVML {call} failed: {message}" + (
@@ -70,4 +58,15 @@ class DeviceError(BenchError):
 class BackendError(BenchError):
     """The inference engine failed (load, generate, or the HTTP endpoint)."""
 
-    reason = "BackendError"
+    reason = Reason.BACKEND_ERROR.value
+
+
+__all__ = [
+    "BackendError",
+    "BadInputError",
+    "BenchError",
+    "DeviceError",
+    "ExitCode",
+    "Reason",
+    "RefusedError",
+]

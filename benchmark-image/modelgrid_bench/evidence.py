@@ -23,7 +23,6 @@ from pathlib import Path
 
 import numpy as np
 
-from modelgrid_bench.contract import BenchmarkResult, encode_compact
 from modelgrid_bench.errors import BadInputError
 from modelgrid_bench.records import (
     TELEMETRY_COLUMNS,
@@ -34,6 +33,8 @@ from modelgrid_bench.records import (
     Timeline,
     Trace,
 )
+from modelgrid_contract.result import BenchmarkResult
+from modelgrid_contract.wire import encode_compact
 
 EVIDENCE_FORMAT = "modelgrid.evidence/v1"
 

@@ -12,14 +12,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from modelgrid_bench.contract import (
-    BackendInfo,
-    Environment,
-    PowerSourceInfo,
-    SamplerConfig,
-    Workload,
-)
 from modelgrid_bench.stats import FloatArray
+from modelgrid_contract.result import BackendInfo, Environment, PowerSourceInfo, SamplerConfig
+from modelgrid_contract.workload import Workload
 
 #: Clock-event reasons that mean the GPU was held back (not "idle" or "application clocks").
 THROTTLE_REASONS_MASK = (

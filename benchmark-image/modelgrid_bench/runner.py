@@ -25,15 +25,7 @@ from pathlib import Path
 from modelgrid_bench import __version__
 from modelgrid_bench.analysis import analyze
 from modelgrid_bench.backends.base import Backend, GenerationParams
-from modelgrid_bench.contract import (
-    BenchmarkResult,
-    Environment,
-    GpuInfo,
-    SamplerConfig,
-    Workload,
-    normalise_product,
-)
-from modelgrid_bench.errors import BenchError, RefusalReason, RefusedError
+from modelgrid_bench.errors import BenchError, RefusedError
 from modelgrid_bench.evidence import write_evidence, write_result
 from modelgrid_bench.records import (
     Evidence,
@@ -46,6 +38,15 @@ from modelgrid_bench.records import (
 from modelgrid_bench.sampler import Sampler
 from modelgrid_bench.sources import PowerSource
 from modelgrid_bench.workload import batches, prompts
+from modelgrid_contract.reasons import Reason
+from modelgrid_contract.result import (
+    BenchmarkResult,
+    Environment,
+    GpuInfo,
+    SamplerConfig,
+    normalise_product,
+)
+from modelgrid_contract.workload import Workload
 
 log = logging.getLogger(__name__)
 
@@ -65,18 +66,18 @@ class SessionConfig:
 
 def check_gpus(gpus: list[GpuInfo], expect: str | None, count: int | None) -> None:
     if not gpus:
-        raise RefusedError(RefusalReason.NO_GPU, "no GPU is visible to the benchmark")
+        raise RefusedError(Reason.NO_GPU, "no GPU is visible to the benchmark")
     if expect is not None:
         wrong = [g for g in gpus if normalise_product(g.name) != normalise_product(expect)]
         if wrong:
             raise RefusedError(
-                RefusalReason.WRONG_GPU,
+                Reason.WRONG_GPU,
                 f"GPU {wrong[0].index} is a {wrong[0].name!r}, but the qualification requires "
                 f"{expect!r}",
             )
     if count is not None and len(gpus) != count:
         raise RefusedError(
-            RefusalReason.WRONG_GPU, f"{len(gpus)} GPU(s) are visible, but {count} were requested"
+            Reason.WRONG_GPU, f"{len(gpus)} GPU(s) are visible, but {count} were requested"
         )
 
 
@@ -184,7 +185,7 @@ def run_session(
             crowded = [r for r in sampler.last_slow() if r.process_count > allowed]
             if crowded:
                 raise RefusedError(
-                    RefusalReason.CONTENTION,
+                    Reason.CONTENTION,
                     f"{crowded[0].process_count} compute processes on GPU {crowded[0].gpu} "
                     f"before the load started, where {allowed} was expected",
                 )
@@ -230,5 +231,5 @@ def refusal_error(result: BenchmarkResult) -> BenchError | None:
     """The error a refused result exits with (after its evidence has been written)."""
     if result.refusal is None:
         return None
-    reason = RefusalReason(result.refusal.reason)
+    reason = Reason(result.refusal.reason)
     return RefusedError(reason, result.refusal.message)

@@ -18,7 +18,6 @@ from typing import Protocol
 
 import numpy as np
 
-from modelgrid_bench.contract import GpuInfo, PowerSourceInfo, PowerSourceKind
 from modelgrid_bench.device import (
     NVML_ERROR_DRIVER_NOT_LOADED,
     NVML_ERROR_LIBRARY_NOT_FOUND,
@@ -26,7 +25,9 @@ from modelgrid_bench.device import (
     NvmlDevices,
     SlowReading,
 )
-from modelgrid_bench.errors import BadInputError, DeviceError, RefusalReason, RefusedError
+from modelgrid_bench.errors import BadInputError, DeviceError, RefusedError
+from modelgrid_contract.reasons import Reason
+from modelgrid_contract.result import GpuInfo, PowerSourceInfo, PowerSourceKind
 
 BUILTIN_PREFIX = "builtin:"
 
@@ -71,7 +72,7 @@ class NvmlSource:
                 exc.call == "import"
             ):
                 raise RefusedError(
-                    RefusalReason.NO_GPU,
+                    Reason.NO_GPU,
                     f"no NVIDIA GPU is usable here ({exc.message}); "
                     "pass --power-source replay:builtin for a simulated run",
                 ) from exc
@@ -79,7 +80,7 @@ class NvmlSource:
         if devices.count == 0:
             devices.close()
             raise RefusedError(
-                RefusalReason.NO_GPU,
+                Reason.NO_GPU,
                 "NVML found no GPU visible to this process (check NVIDIA_VISIBLE_DEVICES and "
                 "the nvidia.com/gpu request); pass --power-source replay:builtin to simulate",
             )

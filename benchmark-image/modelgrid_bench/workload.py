@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 
-from modelgrid_bench.contract import PromptType, Workload
+from modelgrid_contract.workload import PromptType, Workload
 
 _TOPICS = (
     "the water cycle",

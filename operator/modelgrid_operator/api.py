@@ -13,6 +13,9 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from modelgrid_contract.reasons import Reason as WireReason
+from modelgrid_contract.workload import Workload
+
 GROUP = "modelgrid.firmus.ai"
 VERSION = "v1alpha1"
 MQ_PLURAL = "modelqualifications"
@@ -72,26 +75,6 @@ class Claims(_Api):
         None, alias="tokensPerJoule"
     )
     target_tier: Annotated[int, Field(ge=1, le=10)] | None = Field(None, alias="targetTier")
-
-
-class PromptType(StrEnum):
-    CONVERSATIONAL = "conversational"
-    CODE = "code"
-    TRANSLATION = "translation"
-
-
-class Workload(_Api):
-    samples: Annotated[int, Field(ge=1, le=100000)] = 20
-    tokens_per_sample: Annotated[int, Field(ge=1, le=32768)] = Field(128, alias="tokensPerSample")
-    batch_size: Annotated[int, Field(ge=1, le=1024)] = Field(1, alias="batchSize")
-    input_tokens: Annotated[int, Field(ge=1, le=131072)] = Field(128, alias="inputTokens")
-    temperature: Annotated[float, Field(ge=0, le=2)] = 0.0
-    top_p: Annotated[float, Field(gt=0, le=1)] = Field(1.0, alias="topP")
-    prompt_type: PromptType = Field(PromptType.CONVERSATIONAL, alias="promptType")
-    warmup_samples: Annotated[int, Field(ge=0, le=10000)] = Field(2, alias="warmupSamples")
-    repeats: Annotated[int, Field(ge=1, le=100)] = 3
-    concurrency: Annotated[int, Field(ge=1, le=1024)] = 1
-    seed: Annotated[int, Field(ge=0, le=2147483647)] = 0
 
 
 class Toleration(_Api):
@@ -229,7 +212,12 @@ class ConditionType(StrEnum):
 
 
 class Reason(StrEnum):
-    """Stable CamelCase reasons on conditions and events."""
+    """The operator's own lifecycle reasons on conditions and events.
+
+    Reasons about a measurement or a result (a refusal, a rejection, a benchmark failure) are
+    the contract's `modelgrid_contract.reasons.Reason` and appear verbatim; only `BAD_INPUT` is
+    shared, and it is defined from the contract's word.
+    """
 
     CREATED = "JobCreated"
     QUEUED = "Queued"
@@ -242,7 +230,8 @@ class Reason(StrEnum):
     BACKOFF_LIMIT = "BackoffLimitExceeded"
     DEADLINE = "DeadlineExceeded"
     BENCHMARK_ERROR = "BenchmarkError"
-    BAD_INPUT = "BadInput"
+    #: the benchmark exited with ExitCode.BAD_INPUT; the word is the contract's
+    BAD_INPUT = WireReason.BAD_INPUT.value
     RESULT_REJECTED = "ResultRejected"
     POLICY_NOT_FOUND = "PolicyNotFound"
     POLICY_INVALID = "PolicyInvalid"

@@ -24,13 +24,8 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from modelgrid_bench.contract import (
-    SCHEMA_FULL,
-    BenchmarkResult,
-    CompactResult,
-    ResultRejected,
-    encode_compact,
-)
+from modelgrid_contract.result import SCHEMA_FULL, BenchmarkResult, CompactResult
+from modelgrid_contract.wire import ResultRejected, encode_compact
 from modelgrid_operator.api import QualificationSpec, TierPolicySpec
 from modelgrid_operator.verdict import Verdict, evaluate, validate_result
 

@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from modelgrid_bench.errors import ExitCode
+from modelgrid_contract.reasons import ExitCode
 from modelgrid_operator.api import GROUP, VERSION, QualificationSpec
 from modelgrid_operator.verdict import bench_workload
 

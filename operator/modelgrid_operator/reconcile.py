@@ -18,8 +18,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from modelgrid_bench.contract import SCHEMA_FAILURE, BenchFailure, ResultRejected
-from modelgrid_bench.errors import ExitCode
+from modelgrid_contract.reasons import ExitCode
+from modelgrid_contract.result import SCHEMA_FAILURE, BenchFailure
+from modelgrid_contract.wire import ResultRejected
 from modelgrid_operator.api import (
     ConditionType,
     Phase,
@@ -227,7 +228,11 @@ def _benchmark_failure(pods: list[dict[str, Any]]) -> tuple[str, str] | None:
                 return f.reason, f.message
             except ValidationError:
                 pass
-        reason = Reason.BAD_INPUT.value if code == int(ExitCode.BAD_INPUT) else "BenchmarkError"
+        reason = (
+            Reason.BAD_INPUT.value
+            if code == int(ExitCode.BAD_INPUT)
+            else Reason.BENCHMARK_ERROR.value
+        )
         tail = " ".join(text.split())[-400:]
         return reason, f"exit code {code}" + (f": {tail}" if tail else "")
     return None
@@ -452,11 +457,7 @@ def decide(obs: Observed, settings: JobSettings, *, queue_cap_applies: bool = Tr
             message = f"the benchmark did not finish within timeoutSeconds={spec.timeout_seconds}"
             if _unschedulable(obs.pods):
                 message += f"; it was never scheduled: {_unschedulable(obs.pods)}"
-        elif (
-            job_reason == "PodFailurePolicy"
-            and bench
-            and bench[0] in (Reason.BAD_INPUT.value, "BadInput")
-        ):
+        elif job_reason == "PodFailurePolicy" and bench and bench[0] == Reason.BAD_INPUT.value:
             reason, message = Reason.BAD_INPUT.value, f"the benchmark refused its input: {bench[1]}"
         elif job_reason == "BackoffLimitExceeded":
             reason = Reason.BACKOFF_LIMIT.value

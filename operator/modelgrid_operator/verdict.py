@@ -18,18 +18,12 @@ offline exactly what the cluster will decide. Decisions made here (see docs/api.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any
 
-from modelgrid_bench.contract import (
-    CompactResult,
-    Flag,
-    ResultRejected,
-    decode_compact,
-    normalise_product,
-)
-from modelgrid_bench.contract import PromptType as BenchPromptType
-from modelgrid_bench.contract import Workload as BenchWorkload
+from modelgrid_contract.reasons import Reason
+from modelgrid_contract.result import CompactResult, Flag, normalise_product
+from modelgrid_contract.wire import ResultRejected, decode_compact
+from modelgrid_contract.workload import Workload
 from modelgrid_operator.api import (
     BorderlinePolicy,
     Boundary,
@@ -39,32 +33,10 @@ from modelgrid_operator.api import (
 )
 
 
-class RejectReason(StrEnum):
-    SIMULATED = "SimulatedResult"
-    WRONG_GPU = "WrongGPU"
-    CONTENTION = "Contention"
-    WORKLOAD_MISMATCH = "WorkloadMismatch"
-    NO_TIER_METRIC = "NoTierMetric"
-    REFUSED_BY_BENCHMARK = "RefusedByBenchmark"
-
-
-def bench_workload(spec: QualificationSpec) -> BenchWorkload:
+def bench_workload(spec: QualificationSpec) -> Workload:
     """The benchmark's workload for a qualification: what its Job runs and what its result's
-    digest must match (one conversion, used by both)."""
-    w = spec.workload
-    return BenchWorkload(
-        samples=w.samples,
-        tokens_per_sample=w.tokens_per_sample,
-        batch_size=w.batch_size,
-        input_tokens=w.input_tokens,
-        temperature=w.temperature,
-        top_p=w.top_p,
-        prompt_type=BenchPromptType(w.prompt_type.value),
-        warmup_samples=w.warmup_samples,
-        repeats=w.repeats,
-        concurrency=w.concurrency,
-        seed=w.seed,
-    )
+    digest must match. It is the contract's model itself, read from the CRD's camelCase."""
+    return spec.workload
 
 
 def workload_digest(spec: QualificationSpec) -> str:
@@ -86,16 +58,16 @@ def validate_result(
     """
     result = decode_compact(raw)
     if result.refusal is not None or not result.ok:
-        reason = result.refusal.reason if result.refusal else "NotOk"
+        reason = result.refusal.reason if result.refusal else Reason.NOT_OK
         message = result.refusal.message if result.refusal else "the benchmark reported ok=false"
         raise ResultRejected(reason, f"the benchmark refused its own measurement: {message}")
     if Flag.CONTENTION in result.flags or Flag.GPU_NOT_IDLE in result.flags:
         raise ResultRejected(
-            RejectReason.CONTENTION, "another workload shared the GPU during the measurement"
+            Reason.CONTENTION, "another workload shared the GPU during the measurement"
         )
     if result.simulated and not policy.allow_simulated:
         raise ResultRejected(
-            RejectReason.SIMULATED,
+            Reason.SIMULATED,
             f"the result is simulated (power source {result.source.value}, backend "
             f"{result.backend}) and the policy does not accept simulated results",
         )
@@ -103,28 +75,28 @@ def validate_result(
         want = spec.hardware.gpu_product
         if normalise_product(result.gpu.name) != normalise_product(want):
             raise ResultRejected(
-                RejectReason.WRONG_GPU,
+                Reason.WRONG_GPU,
                 f"measured on {result.gpu.name!r}, but {want!r} was required",
             )
         if result.gpu.count != spec.hardware.gpu_count:
             raise ResultRejected(
-                RejectReason.WRONG_GPU,
+                Reason.WRONG_GPU,
                 f"measured on {result.gpu.count} GPU(s), but {spec.hardware.gpu_count} were "
                 "required",
             )
         expected = workload_digest(spec)
         if result.workload_digest != expected:
             raise ResultRejected(
-                RejectReason.WORKLOAD_MISMATCH,
+                Reason.WORKLOAD_MISMATCH,
                 f"the result is for workload {result.workload_digest}, not the declared {expected}",
             )
     if tier_metric(result, policy) is None:
         raise ResultRejected(
-            RejectReason.NO_TIER_METRIC,
+            Reason.NO_TIER_METRIC,
             f"the result has no {policy.tier_metric} (runs too short for whole 1 s windows?)",
         )
     if result.avg_power_watts is None:
-        raise ResultRejected(RejectReason.NO_TIER_METRIC, "the result has no average power")
+        raise ResultRejected(Reason.NO_TIER_METRIC, "the result has no average power")
     return result
 
 
@@ -257,7 +229,7 @@ def evaluate(
     cv = tier_metric(result, policy)
     avg = result.avg_power_watts
     if cv is None or avg is None:
-        raise ResultRejected("NoTierMetric", "evaluate() needs a validated result")
+        raise ResultRejected(Reason.NO_TIER_METRIC, "evaluate() needs a validated result")
     tier = tier_for(cv, avg, policy)
     flags = [f.value for f in result.flags]
     borderline = False
@@ -391,7 +363,6 @@ def measured_status(result: CompactResult) -> dict[str, Any]:
 
 __all__ = [
     "ClaimCheck",
-    "RejectReason",
     "ResultRejected",
     "Verdict",
     "check_claims",

@@ -12,7 +12,7 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from modelgrid_bench.contract import decode_compact
+from modelgrid_contract.wire import decode_compact
 from modelgrid_sandbox.cluster import Cluster
 from tests.controlplane.conftest import wait_for
 

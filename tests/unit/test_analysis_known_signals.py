@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from modelgrid_bench.analysis import analyze
-from modelgrid_bench.contract import Flag
+from modelgrid_contract.result import Flag
 from tests import factory as f
 
 RATES_S = [0.005, 0.010, 0.025, 0.1]

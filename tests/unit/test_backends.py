@@ -15,9 +15,9 @@ from typing import Any, ClassVar
 import pytest
 
 from modelgrid_bench.backends.base import BackendOptions, GenerationParams, open_backend
-from modelgrid_bench.contract import PromptType, Workload
 from modelgrid_bench.errors import BackendError, BadInputError
 from modelgrid_bench.workload import prompts
+from modelgrid_contract.workload import PromptType, Workload
 
 PARAMS = GenerationParams(input_tokens=32, output_tokens=6, temperature=0.0, top_p=1.0, seed=3)
 

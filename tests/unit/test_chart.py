@@ -494,6 +494,9 @@ def test_the_operator_image_is_slim_non_root_and_runs_the_operator() -> None:
     assert "ARG BASE=python:3.11-slim" in text
     assert "USER 65532:65532" in text
     assert 'ENTRYPOINT ["python", "-m", "modelgrid_operator"]' in text
-    assert "pip install --no-cache-dir ." in text
-    assert "inference" not in text.split("RUN", 1)[1]  # no torch
+    assert "pip install --no-cache-dir '.[operator]'" in text
+    run = text.split("RUN", 1)[1]
+    assert "inference" not in run
+    assert "[bench" not in run
+    assert "COPY benchmark-image" not in text
     assert "HOME=/tmp" in text

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from modelgrid_bench.contract import BenchFailure, decode_compact
-from modelgrid_bench.errors import ExitCode
+from modelgrid_contract.reasons import ExitCode
+from modelgrid_contract.result import BenchFailure
+from modelgrid_contract.wire import decode_compact
 
 QUICK = [
     "--samples",

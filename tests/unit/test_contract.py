@@ -9,17 +9,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from modelgrid_bench.analysis import analyze
-from modelgrid_bench.contract import (
+from modelgrid_contract.result import (
     TERMINATION_MESSAGE_LIMIT_BYTES,
     BenchmarkResult,
     GpuInfo,
     PowerSourceInfo,
     PowerSourceKind,
-    ResultRejected,
-    Workload,
-    decode_compact,
-    encode_compact,
 )
+from modelgrid_contract.wire import ResultRejected, decode_compact, encode_compact
+from modelgrid_contract.workload import Workload
 from tests import factory as f
 
 LEGACY_KEYS = (

@@ -11,10 +11,11 @@ from typing import Any
 import pytest
 
 from modelgrid_bench import device
-from modelgrid_bench.contract import PowerSourceKind
 from modelgrid_bench.device import NvmlDevices
-from modelgrid_bench.errors import DeviceError, ExitCode, RefusalReason, RefusedError
+from modelgrid_bench.errors import DeviceError, RefusedError
 from modelgrid_bench.sources import NvmlSource, SystemInfo
+from modelgrid_contract.reasons import ExitCode, Reason
+from modelgrid_contract.result import PowerSourceKind
 from tests.fake_nvml import (
     FI_DEV_POWER_AVERAGE,
     FI_DEV_POWER_INSTANT,
@@ -416,7 +417,7 @@ def test_open_without_library_or_driver_refuses_no_gpu(installed: FakeNvml, code
         NvmlSource.open()
     err = info.value
     assert err.reason == "NoGPU"
-    assert err.refusal == RefusalReason.NO_GPU
+    assert err.refusal == Reason.NO_GPU
     assert err.exit_code == ExitCode.REFUSED
     assert "\n" not in err.message
     assert "replay" in err.message

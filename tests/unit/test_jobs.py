@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from modelgrid_bench.cli import _normalise_argv, _parser
-from modelgrid_bench.contract import Workload as BenchWorkload
-from modelgrid_bench.errors import ExitCode
+from modelgrid_contract.reasons import ExitCode
+from modelgrid_contract.workload import Workload as BenchWorkload
 from modelgrid_operator.api import QualificationSpec
 from modelgrid_operator.jobs import JobSettings, build_job, job_name
 from modelgrid_operator.verdict import workload_digest

@@ -15,13 +15,8 @@ from typing import Any
 import pytest
 
 from modelgrid_bench.analysis import analyze
-from modelgrid_bench.contract import (
-    TERMINATION_MESSAGE_LIMIT_BYTES,
-    BenchFailure,
-    PowerSourceKind,
-    decode_compact,
-    encode_compact,
-)
+from modelgrid_contract.result import TERMINATION_MESSAGE_LIMIT_BYTES, BenchFailure, PowerSourceKind
+from modelgrid_contract.wire import decode_compact, encode_compact
 from modelgrid_operator.api import QualificationSpec
 from modelgrid_operator.jobs import JobSettings, build_job, job_name
 from modelgrid_operator.reconcile import (

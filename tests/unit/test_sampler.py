@@ -14,11 +14,11 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from modelgrid_bench.contract import GpuInfo, PowerSourceInfo, PowerSourceKind
 from modelgrid_bench.device import FastReading, NvmlDevices, SlowReading
 from modelgrid_bench.errors import DeviceError
 from modelgrid_bench.sampler import MAX_CONSECUTIVE_ERRORS, Sampler
 from modelgrid_bench.sources import NvmlSource, SystemInfo
+from modelgrid_contract.result import GpuInfo, PowerSourceInfo, PowerSourceKind
 from tests.fake_nvml import FakeGpu, FakeNvml, constant
 
 NAN = float("nan")

@@ -6,8 +6,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from modelgrid_bench.contract import BackendInfo
 from modelgrid_bench.errors import BadInputError
+from modelgrid_contract.result import BackendInfo
 
 Clock = Callable[[], float]
 

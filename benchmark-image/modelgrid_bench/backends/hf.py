@@ -16,8 +16,8 @@ import os
 from typing import Any
 
 from modelgrid_bench.backends.base import BatchTiming, Clock, GenerationParams
-from modelgrid_bench.contract import BackendInfo
 from modelgrid_bench.errors import BackendError, BadInputError
+from modelgrid_contract.result import BackendInfo
 
 RANDOM_PREFIX = "random:"
 

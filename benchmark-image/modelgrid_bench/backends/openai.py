@@ -14,8 +14,8 @@ from typing import Any
 import httpx
 
 from modelgrid_bench.backends.base import BatchTiming, Clock, GenerationParams
-from modelgrid_bench.contract import BackendInfo
 from modelgrid_bench.errors import BackendError, BadInputError
+from modelgrid_contract.result import BackendInfo
 
 TIMEOUT_S = 600.0
 CHARS_PER_TOKEN = 4

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from modelgrid_bench.backends.base import BatchTiming, Clock, GenerationParams
-from modelgrid_bench.contract import BackendInfo
+from modelgrid_contract.result import BackendInfo
 
 
 class SyntheticBackend:

@@ -1,0 +1,64 @@
+"""The one vocabulary of reasons and exit codes that crosses the wire. Pure: no I/O.
+
+A reason is a stable CamelCase word. The benchmark puts one in a refusal or a failure message,
+the operator puts one in a rejection of a result, and both end up in a qualification's
+conditions and events, so they are defined once here and nowhere else.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum, StrEnum
+
+
+class ExitCode(IntEnum):
+    """Process exit codes of the benchmark; the operator's Job pod-failure policy reads them.
+
+    BAD_INPUT fails a qualification at once (retrying cannot help); REFUSED is retried (a busy
+    or wrong GPU may be free or right on the next pod).
+    """
+
+    OK = 0
+    INTERNAL = 1
+    BAD_INPUT = 2
+    REFUSED = 3
+
+
+class Reason(StrEnum):
+    """Why a measurement was refused, failed, or rejected."""
+
+    # The benchmark refused its own measurement (exit 3).
+    NO_GPU = "NoGPU"
+    WRONG_GPU = "WrongGPU"
+    CONTENTION = "Contention"
+    GPU_NOT_IDLE = "GPUNotIdle"
+    NO_LOAD_ON_GPU = "NoLoadOnGPU"
+    # The benchmark could not produce a result.
+    BAD_INPUT = "BadInput"
+    INTERNAL_ERROR = "InternalError"
+    DEVICE_ERROR = "DeviceError"
+    BACKEND_ERROR = "BackendError"
+    # The termination message itself cannot be read.
+    EMPTY_RESULT = "EmptyResult"
+    OVERSIZED_RESULT = "OversizedResult"
+    MALFORMED_RESULT = "MalformedResult"
+    UNKNOWN_SCHEMA = "UnknownSchemaVersion"
+    INCONSISTENT_RESULT = "InconsistentResult"
+    # A readable result that cannot be priced.
+    NOT_OK = "NotOk"
+    SIMULATED = "SimulatedResult"
+    WORKLOAD_MISMATCH = "WorkloadMismatch"
+    NO_TIER_METRIC = "NoTierMetric"
+    NO_INTERVAL = "NoConfidenceInterval"
+    DISQUALIFYING_FLAG = "DisqualifyingFlag"
+
+
+#: Reasons a benchmark may put in a refusal (its exit code 3).
+REFUSAL_REASONS = frozenset(
+    {
+        Reason.NO_GPU,
+        Reason.WRONG_GPU,
+        Reason.CONTENTION,
+        Reason.GPU_NOT_IDLE,
+        Reason.NO_LOAD_ON_GPU,
+    }
+)

@@ -1,0 +1,196 @@
+"""The compact wire format of a result: the termination message. Pure.
+
+`encode_compact` always returns at most `TERMINATION_MESSAGE_LIMIT_BYTES` bytes of ASCII JSON,
+dropping the least important detail first and naming what it dropped in `truncated`.
+`decode_compact` is the one way to read it back; it refuses (with a `ResultRejected` reason)
+anything oversized, malformed, of an unknown schema, or internally inconsistent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from typing import Any
+
+from pydantic import (
+    ValidationError,
+)
+
+from modelgrid_contract.reasons import Reason
+from modelgrid_contract.result import (
+    SCHEMA_COMPACT,
+    TERMINATION_MESSAGE_LIMIT_BYTES,
+    BenchmarkResult,
+    CompactResult,
+)
+
+
+class ResultRejected(Exception):
+    """The result cannot be trusted or priced; `reason` is a word of the one vocabulary."""
+
+    def __init__(self, reason: Reason | str, message: str) -> None:
+        super().__init__(f"{reason}: {message}")
+        self.reason = str(reason)
+        self.message = message
+
+
+def _round(value: float | None, digits: int = 5) -> float | None:
+    if value is None or not math.isfinite(value):
+        return None
+    if value == 0:
+        return 0.0
+    return float(f"{value:.{digits}g}")
+
+
+def _cut(text: str, limit: int) -> str:
+    """Shorten text to `limit` characters, keeping a hash of the whole so it stays unique."""
+    if len(text) <= limit:
+        return text
+    tail = hashlib.sha256(text.encode()).hexdigest()[:8]
+    return text[: limit - 10] + "~" + tail
+
+
+def _compact_dict(result: BenchmarkResult, level: int) -> dict[str, Any]:
+    pooled = result.pooled
+    env = result.environment
+    name_limit = 200 if level < 3 else 63
+    gpus = env.gpus
+    uuids = [g.uuid for g in gpus] if level < 4 else []
+    truncated: list[str] = []
+    if level >= 1:
+        truncated.append("runs")
+    if level >= 2:
+        truncated.append("run_stats")
+    if level >= 4:
+        truncated.append("uuids")
+
+    def _truncate(text: str, limit: int) -> str:
+        cut = _cut(text, limit)
+        if cut != text and "names" not in truncated:
+            truncated.append("names")
+        return cut
+
+    runs: dict[str, Any] | None = None
+    if level < 1 and result.runs:
+        runs = {
+            "power_cv": [_round(r.power_cv_1s, 4) for r in result.runs],
+            "avg_power_w": [_round(r.avg_power_w, 5) for r in result.runs],
+            "joules_per_token": [_round(r.joules_per_token, 4) for r in result.runs],
+            "tokens_per_s": [_round(r.tokens_per_s, 4) for r in result.runs],
+        }
+    run_stats: dict[str, Any] | None = None
+    if level < 2 and result.run_to_run:
+        run_stats = {
+            key: {
+                "n": s.n,
+                "mean": _round(s.mean),
+                "std": _round(s.std),
+                "min": _round(s.min),
+                "max": _round(s.max),
+                "range": _round(s.range),
+                "cv": _round(s.cv),
+            }
+            for key, s in result.run_to_run.items()
+        }
+    ci = pooled.power_cv_ci95 if pooled else None
+    return {
+        "schema": SCHEMA_COMPACT,
+        "ok": result.refusal is None,
+        "simulated": result.simulated,
+        "source": result.power_source.kind.value,
+        "backend": result.backend.kind,
+        "model": _truncate(result.backend.model, name_limit),
+        "workload_digest": result.workload_digest,
+        "node": _truncate(env.node_name or env.hostname, name_limit),
+        "gpu": {
+            "name": _truncate(gpus[0].name if gpus else "", name_limit),
+            "count": len(gpus),
+            "driver": _truncate(env.driver_version, 32),
+            "cuda": _truncate(env.cuda_driver_version, 16),
+            "uuids": [_truncate(u, 64) for u in uuids],
+        },
+        "tier_metric": result.tier_metric,
+        "cv_time_scale_s": result.cv_time_scale_s,
+        "sample_interval_s": result.sampler.interval_s,
+        "power_cv": _round(pooled.power_cv) if pooled else None,
+        "power_cv_ci95": [_round(ci[0]), _round(ci[1])] if ci else None,
+        "power_cv_instant": _round(pooled.power_cv_instant) if pooled else None,
+        "avg_power_watts": _round(pooled.avg_power_w) if pooled else None,
+        "peak_power_watts": _round(pooled.peak_power_w) if pooled else None,
+        "power_std_w": _round(pooled.power_std_w) if pooled else None,
+        "p95_power_w": _round(pooled.p95_power_w) if pooled else None,
+        "joules_per_token": _round(pooled.joules_per_token) if pooled else None,
+        "tokens_per_joule": _round(pooled.tokens_per_joule) if pooled else None,
+        "tokens_per_s": _round(pooled.tokens_per_s) if pooled else None,
+        "ttft_p50_s": _round(pooled.ttft_p50_s) if pooled else None,
+        "energy_j": _round(pooled.energy_j, 7) if pooled else None,
+        "duration_s": _round(pooled.duration_s, 6) if pooled else None,
+        "output_tokens": pooled.output_tokens if pooled else None,
+        "idle_power_w": _round(pooled.idle_power_w) if pooled else None,
+        "wh_per_1k_queries": _round(pooled.wh_per_1k_queries) if pooled else None,
+        "energy_discrepancy_pct": _round(pooled.energy_discrepancy_pct, 3) if pooled else None,
+        "runs": runs,
+        "run_stats": run_stats,
+        "flags": [f.value for f in result.flags],
+        "refusal": (
+            {
+                "reason": result.refusal.reason,
+                "message": _truncate(result.refusal.message, 300 if level < 3 else 120),
+            }
+            if result.refusal
+            else None
+        ),
+        "truncated": truncated,
+    }
+
+
+def encode_compact(
+    result: BenchmarkResult, limit_bytes: int = TERMINATION_MESSAGE_LIMIT_BYTES
+) -> str:
+    """Serialize the compact form, shedding detail until it fits in `limit_bytes`."""
+    for level in range(5):
+        text = json.dumps(_compact_dict(result, level), separators=(",", ":"), ensure_ascii=True)
+        if len(text) <= limit_bytes:
+            return text
+    raise ValueError(f"compact result does not fit in {limit_bytes} bytes even when reduced")
+
+
+def compact_of(result: BenchmarkResult) -> CompactResult:
+    """The compact model exactly as the operator will see it after a round trip."""
+    return decode_compact(encode_compact(result))
+
+
+def decode_compact(
+    raw: str | bytes, limit_bytes: int = TERMINATION_MESSAGE_LIMIT_BYTES
+) -> CompactResult:
+    """Parse and validate a termination message. Raises `ResultRejected` with a reason."""
+    data = raw.encode() if isinstance(raw, str) else raw
+    if len(data) == 0:
+        raise ResultRejected(Reason.EMPTY_RESULT, "the benchmark left no termination message")
+    if len(data) > limit_bytes:
+        raise ResultRejected(
+            Reason.OVERSIZED_RESULT,
+            f"the result is {len(data)} bytes; at most {limit_bytes} are allowed",
+        )
+    try:
+        obj = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ResultRejected(Reason.MALFORMED_RESULT, f"the result is not JSON: {exc}") from exc
+    if not isinstance(obj, dict):
+        raise ResultRejected(Reason.MALFORMED_RESULT, "the result is not a JSON object")
+    schema = obj.get("schema")
+    if schema != SCHEMA_COMPACT:
+        raise ResultRejected(
+            Reason.UNKNOWN_SCHEMA,
+            f"schema {schema!r} is not understood; expected {SCHEMA_COMPACT!r}",
+        )
+    try:
+        return CompactResult.model_validate(obj)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ())) or "result"
+        raise ResultRejected(
+            Reason.MALFORMED_RESULT,
+            f"{where}: {first.get('msg', 'invalid')} ({exc.error_count()} errors)",
+        ) from exc

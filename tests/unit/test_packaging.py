@@ -1,0 +1,83 @@
+"""Each component installs only its own dependencies; the contract needs only pydantic.
+
+The closure is walked over the installed distributions' metadata (the test venv has every
+extra), so it checks what `pip install '.[operator]'` would bring without a network.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from importlib import metadata
+
+import pytest
+from packaging.requirements import Requirement
+
+NVML_OR_NUMPY = {"numpy", "nvidia-ml-py", "pynvml", "torch", "httpx"}
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _closure(dist: str, extras: set[str]) -> set[str]:
+    seen: set[str] = set()
+    todo: list[tuple[str, set[str]]] = [(dist, extras)]
+    while todo:
+        name, wanted = todo.pop()
+        key = _norm(name)
+        if key in seen and not wanted:
+            continue
+        seen.add(key)
+        for raw in metadata.requires(name) or []:
+            req = Requirement(raw)
+            if req.marker is not None:
+                envs = [{"extra": e} for e in (wanted or {""})]
+                if not any(req.marker.evaluate(env) for env in envs):
+                    continue
+            if _norm(req.name) == key:
+                todo.append((req.name, set(req.extras)))  # self-reference: modelgrid[bench]
+            elif _norm(req.name) not in seen:
+                todo.append((req.name, set(req.extras)))
+    return seen
+
+
+def test_the_operator_extra_brings_no_numpy_and_no_nvml() -> None:
+    deps = _closure("modelgrid", {"operator"})
+    assert "kopf" in deps
+    assert "kubernetes" in deps
+    assert not deps & NVML_OR_NUMPY, sorted(deps & NVML_OR_NUMPY)
+
+
+def test_the_base_install_is_the_contract_alone() -> None:
+    deps = _closure("modelgrid", set()) - {"modelgrid"}
+    assert "pydantic" in deps
+    assert not deps & (NVML_OR_NUMPY | {"kopf", "kubernetes", "pyyaml"}), sorted(deps)
+
+
+def test_the_bench_extra_brings_no_kubernetes_client() -> None:
+    deps = _closure("modelgrid", {"bench"})
+    assert {"numpy", "nvidia-ml-py", "httpx"} <= deps
+    assert not deps & {"kopf", "kubernetes", "prometheus-client"}, sorted(deps)
+
+
+@pytest.mark.timeout(60)
+def test_the_operator_and_the_contract_import_without_the_benchmark() -> None:
+    # Block the benchmark and its numeric stack, then import the operator's decision code.
+    code = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('modelgrid_bench', 'numpy', 'pynvml', 'torch'):\n"
+        "            raise ImportError('blocked: ' + name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "import modelgrid_contract.wire, modelgrid_operator.verdict, modelgrid_operator.reconcile\n"
+        "import modelgrid_operator.cli\n"
+        "print('ok')\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=50, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "ok"
