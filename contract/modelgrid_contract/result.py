@@ -178,6 +178,17 @@ class RunMetrics(_Strict):
     energy_above_idle_j: float | None
     joules_per_token_above_idle: float | None
     throttled_s: float
+    windows_excluded: int = Field(
+        0, description="1 s windows a sampler gap overlapped, left out of power_cv_1s"
+    )
+    missing_readings: int = Field(0, description="NaN or absent power/energy reads in the run")
+    readings: int = Field(0, description="power reads in the run, all GPUs")
+    gpu_util_pct: float | None = Field(
+        None, description="Mean GPU utilisation during the run, of the least busy GPU"
+    )
+    engine_processes_min: int | None = Field(
+        None, description="Fewest compute processes seen on any measured GPU during the run"
+    )
     max_temperature_c: float | None
     mean_sm_clock_mhz: float | None
 
@@ -210,6 +221,48 @@ class PooledMetrics(_Strict):
     idle_power_w: float | None
     joules_per_token_above_idle: float | None
     throttled_s: float
+    power_cv_ci_method: str = ""
+    windows_used: int = 0
+    windows_excluded: int = 0
+    missing_readings: int = 0
+    readings: int = 0
+
+
+class WorkDoneFloors(_Strict):
+    """The floors a measurement must clear to count as work done (defaults: TierPolicy's)."""
+
+    min_joules_per_token_above_idle: float = Field(0.001, ge=0)
+    min_gpu_util_pct: float = Field(20.0, ge=0, le=100)
+
+
+class WorkDone(_Strict):
+    """The work-done gate's figures: did the declared work run on the measured GPUs?
+
+    Each is the worst over the runs (and over the GPUs), so one idle run or one idle GPU shows.
+    """
+
+    joules_per_token_above_idle_min: float | None = Field(
+        description="Energy above the idle baseline per output token, worst run (J)"
+    )
+    gpu_util_pct_min: float | None = Field(
+        description="GPU utilisation during the runs, worst run and least busy GPU (%)"
+    )
+    engine_processes_min: int | None = Field(
+        description="Fewest compute processes seen on a measured GPU during the runs"
+    )
+    engine_on_gpu_expected: bool = Field(
+        description="The engine runs in the benchmark pod, so its processes must be on every GPU"
+    )
+    floors: WorkDoneFloors
+    passed: bool
+    message: str = ""
+
+
+class EvidenceDigests(_Strict):
+    """sha256 of the evidence files a result was derived from, so a status is tied to them."""
+
+    trace_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    telemetry_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
 
 
 class Flag(StrEnum):
@@ -224,6 +277,8 @@ class Flag(StrEnum):
     SHORT_WINDOW = "short_window"
     TOKEN_MISMATCH = "token_mismatch"
     NO_INSTANT_POWER = "no_instant_power"
+    MISSING_READINGS = "missing_readings"
+    NO_INTERVAL = "no_interval"
 
 
 class Refusal(_Strict):
@@ -257,6 +312,8 @@ class BenchmarkResult(_Strict):
     flags: list[Flag]
     refusal: Refusal | None = None
     notes: list[str] = Field(default_factory=list)
+    work_done: WorkDone | None = None
+    evidence: EvidenceDigests | None = None
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -289,6 +346,27 @@ class CompactGpu(_Strict):
     driver: str
     cuda: str
     uuids: list[str]
+
+
+class CompactWork(_Strict):
+    """The work-done gate's figures in the compact form (see `WorkDone`)."""
+
+    j_per_token_above_idle_min: float | None
+    gpu_util_pct_min: float | None
+    engine_processes_min: int | None
+    engine_on_gpu_expected: bool
+    passed: bool
+
+
+class CompactWindows(_Strict):
+    """How much of the measurement the tier metric rests on."""
+
+    used: int = Field(ge=0)
+    excluded: int = Field(ge=0)
+    min_per_run: int = Field(ge=0)
+    missing_readings: int = Field(ge=0)
+    readings: int = Field(ge=0)
+    ci_method: str
 
 
 class CompactRuns(_Strict):
@@ -337,6 +415,9 @@ class CompactResult(_Strict):
     flags: list[Flag]
     refusal: Refusal | None
     truncated: list[str]
+    work: CompactWork | None = None
+    windows: CompactWindows | None = None
+    evidence: EvidenceDigests | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> CompactResult:

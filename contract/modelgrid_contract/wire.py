@@ -142,6 +142,36 @@ def _compact_dict(result: BenchmarkResult, level: int) -> dict[str, Any]:
             else None
         ),
         "truncated": truncated,
+        "work": _work(result),
+        "windows": _windows(result),
+        "evidence": result.evidence.model_dump() if result.evidence else None,
+    }
+
+
+def _work(result: BenchmarkResult) -> dict[str, Any] | None:
+    w = result.work_done
+    if w is None:
+        return None
+    return {
+        "j_per_token_above_idle_min": _round(w.joules_per_token_above_idle_min),
+        "gpu_util_pct_min": _round(w.gpu_util_pct_min),
+        "engine_processes_min": w.engine_processes_min,
+        "engine_on_gpu_expected": w.engine_on_gpu_expected,
+        "passed": w.passed,
+    }
+
+
+def _windows(result: BenchmarkResult) -> dict[str, Any] | None:
+    p = result.pooled
+    if p is None:
+        return None
+    return {
+        "used": p.windows_used,
+        "excluded": p.windows_excluded,
+        "min_per_run": min((r.windows_1s - r.windows_excluded for r in result.runs), default=0),
+        "missing_readings": p.missing_readings,
+        "readings": p.readings,
+        "ci_method": p.power_cv_ci_method,
     }
 
 
