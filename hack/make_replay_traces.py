@@ -19,6 +19,8 @@ import numpy as np
 
 OUT = Path(__file__).resolve().parents[1] / "benchmark-image" / "modelgrid_bench" / "data"
 
+IDLE_W = {"h200-decode": 76.0, "h200-busy": 92.0}
+LOAD_UTIL_PCT = {"h200-decode": 88.0, "h200-busy": 96.0}
 PROFILES = {
     # name: (base W, ripple sigma W, burst W, burst every s, burst length s, drift W, seed)
     "h200-decode": (128.0, 5.0, 40.0, 1.6, 0.05, 4.0, 1),
@@ -83,6 +85,10 @@ def make(name: str) -> None:
         ),
         "sample_interval_s": SAMPLE_S,
         "counter_update_s": COUNTER_UPDATE_S,
+        # What the GPU draws with the model loaded and nothing running, and its utilisation
+        # under this load: a replay plays the first while the session is idle.
+        "idle_w": IDLE_W[name],
+        "load_util_pct": LOAD_UTIL_PCT[name],
     }
     (OUT / f"{name}.json").write_text(json.dumps(meta, indent=1) + "\n")
 

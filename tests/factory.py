@@ -7,10 +7,12 @@ and, like NVML's, only updates every `counter_update_s`; reads happen at `t_s` s
 from __future__ import annotations
 
 import itertools
+import json
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -27,6 +29,7 @@ from modelgrid_bench.records import (
 )
 from modelgrid_contract.result import (
     BackendInfo,
+    BenchmarkResult,
     Environment,
     GpuInfo,
     PowerSourceInfo,
@@ -46,6 +49,11 @@ def constant(w: float) -> PowerFn:
 
 def square(low: float, high: float, period_s: float, duty: float = 0.5) -> PowerFn:
     return lambda t: np.where((np.asarray(t) % period_s) < duty * period_s, high, low)
+
+
+def step(low: float, high: float, *, at_s: float) -> PowerFn:
+    """`low` W before `at_s` (an idle GPU with the model loaded), `high` W from then on."""
+    return lambda t: np.where(t < at_s, low, high)
 
 
 def ramp(start_w: float, end_w: float, t0: float, t1: float) -> PowerFn:
@@ -139,6 +147,25 @@ def telemetry(
     return Telemetry({c: np.array(v, dtype=np.float64) for c, v in cols.items()})
 
 
+def loaded_in(runs: Sequence[tuple[float, float]], load: PowerFn, idle_w: float) -> PowerFn:
+    """`load` during the runs, `idle_w` outside them."""
+
+    def power(t: np.ndarray) -> np.ndarray:
+        inside = np.zeros(np.shape(t), dtype=bool)
+        for a, b in runs:
+            inside |= (t >= a) & (t < b)
+        return np.where(inside, load(t), idle_w)
+
+    return power
+
+
+def busy_in(
+    runs: Sequence[tuple[float, float]], util_pct: float = 90.0
+) -> Callable[[float], float]:
+    """Utilisation of a GPU that is busy during the runs and idle otherwise."""
+    return lambda t: util_pct if any(a < t <= b for a, b in runs) else 0.0
+
+
 def requests_evenly(
     a: float, b: float, n: int, *, ttft_s: float = 0.05, tokens: int = 10, input_tokens: int = 8
 ) -> list[RequestRecord]:
@@ -181,6 +208,7 @@ def meta(
         ),
         allowed_gpu_processes=allowed,
         expected_output_tokens_per_request=expected_tokens,
+        engine_on_gpu=not simulated_backend,
     )
 
 
@@ -198,9 +226,16 @@ def evidence(
     requests_per_run: int = 10,
     tel: Telemetry | None = None,
     run_requests: list[list[RequestRecord]] | None = None,
+    idle_w: float | None = None,
     **meta_kw: object,
 ) -> Evidence:
+    """Evidence of a session whose power is `power`. With `idle_w`, the GPU draws `idle_w`
+    outside the runs (a loaded but idle model) and the idle baseline is the time before the
+    first run, so the work-done gate sees the load the runs put on the GPU."""
     end = t_end if t_end is not None else max(b for _, b in runs) + 0.5
+    if idle_w is not None:
+        power = loaded_in(runs, power, idle_w)
+        baseline = baseline or (0.0, min(a for a, _ in runs))
     # Reads are not in phase with the counter's updates on a real GPU; an odd offset avoids a
     # synchronous fake that would favour one knot placement over another.
     times = t_s if t_s is not None else np.arange(READ_PHASE_S, end, interval_s)
@@ -222,7 +257,7 @@ def evidence(
         meta=meta(gpus=gpus, interval_s=interval_s, **meta_kw),  # type: ignore[arg-type]
         timeline=timeline,
         trace=trace,
-        telemetry=tel if tel is not None else telemetry(end, gpus=gpus),
+        telemetry=tel if tel is not None else telemetry(end, gpus=gpus, util_pct=busy_in(runs)),
     )
 
 
@@ -261,3 +296,83 @@ def run_simulated_benchmark(out: Path, *, samples: int = 4, tokens: int = 300) -
     if proc.returncode != 0:
         raise AssertionError(f"the benchmark failed ({proc.returncode}): {proc.stderr[-2000:]}")
     return out
+
+
+# --------------------------------------------------------------------------- evidence on disk
+
+
+def known_evidence(*, gpus: int = 1) -> Evidence:
+    """A small valid session: square-wave power, a baseline and two runs, busy telemetry."""
+    return evidence(
+        square(120.0, 480.0, 0.4),
+        [(1.0, 3.0), (3.5, 5.5)],
+        baseline=(0.2, 0.9),
+        gpus=gpus,
+        tel=telemetry(6.0, gpus=gpus, util_pct=lambda t: 90.0 if t > 1.0 else 0.0),
+    )
+
+
+def evidence_dir(out: Path, ev: Evidence | None = None, *, gpus: int = 1) -> Path:
+    """Write `ev` (default `known_evidence`) with the real writer; sets `ev.digests`."""
+    from modelgrid_bench.evidence import write_evidence
+
+    ev = ev if ev is not None else known_evidence(gpus=gpus)
+    ev.digests = write_evidence(out, ev)
+    return out
+
+
+def edit_csv(path: Path, edit: Callable[[list[list[str]]], list[list[str]] | None]) -> None:
+    """Rewrite a CSV through `edit(rows)` (data rows as lists of cells, header excluded; edit in
+    place or return new rows), keeping the header and the writer's CRLF line ends."""
+    lines = path.read_bytes().decode("ascii").split("\r\n")
+    assert lines[-1] == "", "the writer ends every row with CRLF"
+    rows = [line.split(",") for line in lines[1:-1]]
+    new = edit(rows)
+    rows = rows if new is None else new
+    path.write_bytes(("\r\n".join([lines[0], *(",".join(r) for r in rows)]) + "\r\n").encode())
+
+
+def set_csv_cell(path: Path, row: int, column: str, value: str) -> None:
+    """Set one cell; `row` is the 1-based data row (line row + 1)."""
+    header = path.read_bytes().split(b"\r\n", 1)[0].decode().split(",")
+    col = header.index(column)
+
+    def edit(rows: list[list[str]]) -> None:
+        rows[row - 1][col] = value
+
+    edit_csv(path, edit)
+
+
+def edit_evidence_json(directory: Path, edit: Callable[[dict[str, Any]], None]) -> None:
+    """Rewrite evidence.json through `edit(doc)`, which changes the parsed document in place."""
+    path = directory / "evidence.json"
+    doc = json.loads(path.read_text())
+    edit(doc)
+    path.write_text(json.dumps(doc, indent=1) + "\n")
+
+
+def simulated_session(
+    out: Path | None, *, samples: int = 2, tokens: int = 20, repeats: int = 2
+) -> tuple[Evidence, BenchmarkResult]:
+    """`run_session` in-process: synthetic inference, the built-in replayed power, 10 ms reads."""
+    from modelgrid_bench.backends.base import BackendOptions, open_backend
+    from modelgrid_bench.runner import SessionConfig, run_session
+    from modelgrid_bench.sources import open_source
+
+    backend = open_backend(BackendOptions(kind="synthetic", model="synthetic"))
+    source = open_source("replay:builtin:h200-decode")
+    try:
+        return run_session(
+            SessionConfig(
+                workload=Workload(
+                    samples=samples, tokens_per_sample=tokens, repeats=repeats, warmup_samples=0
+                ),
+                sampler=SamplerConfig(interval_s=0.01),
+                idle_baseline_s=0.3,
+                output_dir=out,
+            ),
+            source,
+            backend,
+        )
+    finally:
+        source.close()

@@ -9,12 +9,17 @@ docs/measurement.md; the choices that matter for a price are:
 * the tier metric is the CV of average power over consecutive 1 s windows of that counter, which
   does not depend on the sampling rate or on the driver's own averaging;
 * instant-power statistics are time-weighted, because reads are unevenly spaced;
-* prefill and decode energy are integrals of instant power over their real intervals.
+* prefill and decode energy are integrals of instant power over their real intervals;
+* 1 s windows that a sampler gap overlaps are left out of the tier metric and counted;
+* a NaN (not provided) reading is skipped and counted, never allowed to switch a check off;
+* the work-done gate refuses a measurement that does not prove the declared work ran on the
+  measured GPUs (energy above idle per token, utilisation, the engine's processes).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 
@@ -46,6 +51,7 @@ from modelgrid_contract.result import (
     RunMetrics,
     SamplerHealth,
     Spread,
+    WorkDone,
 )
 
 ENERGY_DISCREPANCY_LIMIT_PCT = 3.0
@@ -53,6 +59,16 @@ MIN_WINDOWS_FOR_TIER = 10
 BASELINE_BUSY_UTIL_PCT = 10.0
 THROTTLE_FLAG_FRACTION = 0.01
 BOOTSTRAP_REPLICATES = 2000
+#: Above this share of a run's 1 s windows excluded by sampler gaps, the run is not priced.
+MAX_EXCLUDED_WINDOW_SHARE = 0.10
+#: Above this share of a run's reads missing (NaN), the run is not priced.
+MAX_MISSING_READING_SHARE = 0.01
+#: Above this share of reads failing, the sampler is degraded.
+MAX_READ_ERROR_SHARE = 0.01
+#: With no energy counter, a read gap longer than this many intervals makes energy uncertain.
+FALLBACK_GAP_INTERVALS = 4.0
+
+_Num = TypeVar("_Num", float, int)
 
 
 @dataclass(frozen=True)
@@ -63,13 +79,15 @@ class EnergyModel:
     integrals: list[tuple[FloatArray, FloatArray]]
     from_counter: bool
     counter_reset: bool
+    #: read intervals in which energy was interpolated rather than observed (any GPU)
+    gaps: list[tuple[float, float]]
 
     def at(self, t: FloatArray | float) -> FloatArray:
         total = np.zeros(np.shape(t), dtype=np.float64)
         for k, (ti, ei) in zip(self.knots, self.integrals, strict=True):
             if self.from_counter and k is not None:
                 total = total + k.at(t)
-            else:
+            elif ti.size:
                 total = total + np.interp(t, ti, ei)
         return total
 
@@ -101,31 +119,50 @@ def _per_gpu(trace: Trace) -> list[Trace]:
     return [trace.for_gpu(g) for g in trace.gpus]
 
 
-def energy_model(per_gpu: list[Trace]) -> EnergyModel:
+def energy_model(per_gpu: list[Trace], interval_s: float) -> EnergyModel:
+    """Cumulative energy per GPU: the counter's knots where it is usable, else the integral.
+
+    NaN reads are skipped (and counted elsewhere): one missing value never disables the counter
+    or the instant-power cross-check for the rest of the session.
+    """
     knots: list[CounterKnots | None] = []
     integrals: list[tuple[FloatArray, FloatArray]] = []
     counter_ok, reset = True, False
+    gaps: list[tuple[float, float]] = []
     for g in per_gpu:
-        integrals.append((g.t_s, cumulative_energy_j(g.t_s, g.power_w)))
+        ok = np.isfinite(g.power_w)
+        integrals.append((g.t_s[ok], cumulative_energy_j(g.t_s[ok], g.power_w[ok])))
         k = (
-            counter_knots(g.t_s, g.energy_j)
-            if g.energy_j.size and np.all(np.isfinite(g.energy_j))
+            counter_knots(g.t_s, g.energy_j, interval_s=interval_s)
+            if np.any(np.isfinite(g.energy_j))
             else None
         )
         if k is not None and k.t_s.size >= 2:
             reset |= k.reset
             knots.append(k)
+            gaps.extend(k.gaps)
         else:
             counter_ok = False
             knots.append(None)
-    return EnergyModel(knots, integrals, counter_ok and not reset, reset)
+    from_counter = counter_ok and not reset
+    if not from_counter:
+        gaps = []
+        for ti, _ in integrals:
+            d = np.diff(ti)
+            idx = np.flatnonzero(d > max(FALLBACK_GAP_INTERVALS * interval_s, 0.1))
+            gaps.extend((float(ti[i]), float(ti[i + 1])) for i in idx)
+    return EnergyModel(knots, integrals, from_counter, reset, sorted(gaps))
 
 
 def instant_power(per_gpu: list[Trace]) -> InstantPower:
-    grid = per_gpu[0].t_s
+    """Total instant power on the first GPU's read times, each GPU's NaN reads skipped."""
+    first = per_gpu[0]
+    grid = first.t_s[np.isfinite(first.power_w)]
     total = np.zeros_like(grid)
     for g in per_gpu:
-        total = total + np.interp(grid, g.t_s, g.power_w)
+        ok = np.isfinite(g.power_w)
+        if np.any(ok):
+            total = total + np.interp(grid, g.t_s[ok], g.power_w[ok])
     return InstantPower(grid, total, cumulative_energy_j(grid, total))
 
 
@@ -198,8 +235,11 @@ def _run_metrics(
     discrepancy = (e_j - e_int) / e_j * 100.0 if e_j > 0 else None
     p, w = inst.in_window(a, b)
     stats = _power_stats(p, w)
-    windows = window_powers_w(energy.at, a, b, TIER_METRIC_TIME_SCALE_S)
+    all_windows = window_powers_w(energy.at, a, b, TIER_METRIC_TIME_SCALE_S)
+    excluded = _windows_in_gaps(a, all_windows.size, energy.gaps)
+    windows = all_windows[~excluded]
     cv_1s = coefficient_of_variation(windows) if windows.size >= 2 else None
+    readings, missing = _reads_in(ev, a, b)
     reqs = run.requests
     out_tokens = sum(r.output_tokens for r in reqs)
     in_tokens = sum(r.input_tokens for r in reqs)
@@ -228,7 +268,12 @@ def _run_metrics(
         avg_power_w=e_j / duration if duration > 0 else 0.0,
         instant=stats,
         power_cv_1s=cv_1s,
-        windows_1s=int(windows.size),
+        windows_1s=int(all_windows.size),
+        windows_excluded=int(np.count_nonzero(excluded)),
+        readings=readings,
+        missing_readings=missing,
+        gpu_util_pct=_least_busy_util_pct(ev, a, b),
+        engine_processes_min=_fewest_processes(ev, a, b),
         joules_per_token=_ratio(e_j, out_tokens),
         tokens_per_joule=_ratio(out_tokens, e_j),
         wh_per_1k_queries=e_j / len(reqs) * 1000.0 / 3600.0 if reqs else None,
@@ -253,20 +298,107 @@ def _run_metrics(
     return metrics, windows, (p, w)
 
 
-def sampler_health(ev: Evidence) -> SamplerHealth:
-    """Achieved interval and gaps over the measured runs (model loading may stall the sampler
-    harmlessly; a stall while the load runs is what matters)."""
+def _windows_in_gaps(start_s: float, n: int, gaps: list[tuple[float, float]]) -> np.ndarray:
+    """Which of the n whole windows from start_s a gap overlaps (their energy is interpolated
+    across unseen counter updates, so their power is not a measurement)."""
+    out = np.zeros(n, dtype=bool)
+    if n == 0 or not gaps:
+        return out
+    lo = start_s + TIER_METRIC_TIME_SCALE_S * np.arange(n)
+    hi = lo + TIER_METRIC_TIME_SCALE_S
+    for g0, g1 in gaps:
+        out |= (g0 < hi) & (g1 > lo)
+    return out
+
+
+def _reads_in(ev: Evidence, start_s: float, end_s: float) -> tuple[int, int]:
+    """(reads, missing reads) in a run, all GPUs: a read misses when its instant power, or its
+    energy counter where the source has one, is NaN."""
+    tr = ev.trace
+    m = (tr.t_s >= start_s) & (tr.t_s <= end_s)
+    bad = ~np.isfinite(tr.power_w[m])
+    if ev.meta.power_source.energy_counter:
+        bad |= ~np.isfinite(tr.energy_j[m])
+    return int(np.count_nonzero(m)), int(np.count_nonzero(bad))
+
+
+def _per_gpu_telemetry(ev: Evidence, name: str, start_s: float, end_s: float) -> list[FloatArray]:
+    tel = ev.telemetry
+    t, gpu, v = tel.get("t_s"), tel.get("gpu"), tel.get(name)
+    if t.size == 0:
+        return []
+    m = (t >= start_s) & (t <= end_s)
+    return [v[m & (gpu == g)] for g in _gpu_indices(ev)]
+
+
+def _gpu_indices(ev: Evidence) -> list[int]:
+    if ev.meta.environment.gpus:
+        return [g.index for g in ev.meta.environment.gpus]
+    return ev.trace.gpus
+
+
+def _least_busy_util_pct(ev: Evidence, start_s: float, end_s: float) -> float | None:
+    """Mean utilisation during a run of its least busy GPU; None when a GPU reported none.
+
+    NVML reports utilisation over the period before each read, so the first read after the run
+    (within one telemetry interval) still describes it: a run shorter than the telemetry
+    interval is not left without a figure.
+    """
+    means = []
+    tail = ev.meta.sampler.telemetry_interval_s
+    for v in _per_gpu_telemetry(ev, "gpu_util_pct", start_s, end_s + tail):
+        ok = v[np.isfinite(v)]
+        if ok.size == 0:
+            return None
+        means.append(float(np.mean(ok)))
+    return min(means) if means else None
+
+
+def _fewest_processes(ev: Evidence, start_s: float, end_s: float) -> int | None:
+    """Fewest compute processes seen on any GPU during a run; None when one could not list."""
+    fewest: int | None = None
+    for v in _per_gpu_telemetry(ev, "process_count", start_s, end_s):
+        if v.size == 0 or not np.all(np.isfinite(v)) or np.any(v < 0):
+            return None
+        low = int(np.min(v))
+        fewest = low if fewest is None else min(fewest, low)
+    return fewest
+
+
+def _measured_spans(ev: Evidence) -> list[tuple[float, float]]:
+    """The idle baseline and every run: the parts of the session whose readings are used."""
+    spans = [(r.start_s, r.end_s) for r in ev.timeline.runs]
+    base = ev.timeline.baseline
+    if base is not None:
+        spans.append((base.start_s, base.end_s))
+    return spans
+
+
+def sampler_health(ev: Evidence, runs: list[RunMetrics] | None = None) -> SamplerHealth:
+    """Achieved interval and gaps over the whole measurement: the idle baseline and every run
+    (model loading may stall the sampler harmlessly; a stall while anything is measured counts).
+
+    Healthy: the achieved interval is at most 1.5x the requested one, at most 1 % of reads
+    failed, and no run lost more than `MAX_EXCLUDED_WINDOW_SHARE` of its 1 s windows to gaps.
+    """
     interval = ev.meta.sampler.interval_s
     per = _per_gpu(ev.trace)
     t = per[0].t_s if per else np.zeros(0)
     gaps = np.diff(t) if t.size > 1 else np.zeros(0)
-    if gaps.size and ev.timeline.runs:
+    spans = _measured_spans(ev)
+    if gaps.size and spans:
         touches = np.zeros(gaps.size, dtype=bool)
-        for run in ev.timeline.runs:
-            touches |= (t[1:] > run.start_s) & (t[:-1] < run.end_s)
+        for lo, hi in spans:
+            touches |= (t[1:] > lo) & (t[:-1] < hi)
         gaps = gaps[touches]
     achieved = float(np.mean(gaps)) if gaps.size else float("inf")
     longest = float(np.max(gaps)) if gaps.size else float("inf")
+    errors = ev.meta.sampler_read_errors
+    error_share = errors / max(int(t.size) + errors, 1)
+    lost = any(
+        r.windows_1s > 0 and r.windows_excluded / r.windows_1s > MAX_EXCLUDED_WINDOW_SHARE
+        for r in runs or []
+    )
     return SamplerHealth(
         requested_interval_s=interval,
         achieved_interval_s=achieved,
@@ -274,9 +406,12 @@ def sampler_health(ev: Evidence) -> SamplerHealth:
         longest_gap_s=longest,
         gaps_over_2x=int(np.count_nonzero(gaps > 2 * interval)),
         samples=int(t.size),
-        read_errors=ev.meta.sampler_read_errors,
+        read_errors=errors,
         healthy=bool(
-            gaps.size > 0 and achieved <= 1.5 * interval and longest <= max(5 * interval, 0.2)
+            gaps.size > 0
+            and achieved <= 1.5 * interval
+            and error_share <= MAX_READ_ERROR_SHARE
+            and not lost
         ),
     )
 
@@ -323,97 +458,260 @@ def _spread_model(values: list[float | None]) -> Spread | None:
     return Spread(n=s.n, mean=s.mean, std=s.std, min=s.min, max=s.max, range=s.range, cv=s.cv)
 
 
-def analyze(ev: Evidence) -> BenchmarkResult:
-    """Derive every metric, flag and refusal from the evidence alone."""
-    meta = ev.meta
-    per = _per_gpu(ev.trace)
-    flags: list[Flag] = []
-    notes = list(meta.notes) + list(meta.power_source.notes)
-    if meta.power_source.simulated or meta.backend.simulated:
-        flags.append(Flag.SIMULATED)
-    health = sampler_health(ev)
-    if not health.healthy:
-        flags.append(Flag.SAMPLER_DEGRADED)
-    if not meta.power_source.instant_power_field:
-        flags.append(Flag.NO_INSTANT_POWER)
+@dataclass
+class _Findings:
+    """Flags, notes and the first refusal, collected by the ladder of checks below."""
 
+    flags: list[Flag]
+    notes: list[str]
+    refusal: Refusal | None = None
+
+    def flag(self, flag: Flag, note: str | None = None) -> None:
+        if flag not in self.flags:
+            self.flags.append(flag)
+        if note:
+            self.notes.append(note)
+
+    def refuse(self, reason: Reason, message: str) -> None:
+        if self.refusal is None:
+            self.refusal = Refusal(reason=reason.value, message=message)
+
+
+def _check_energy(found: _Findings, runs: list[RunMetrics]) -> None:
+    """A run whose counter and instant-power integral disagree by more than 3 %."""
+    bad = [
+        r
+        for r in runs
+        if r.energy_discrepancy_pct is not None
+        and abs(r.energy_discrepancy_pct) > ENERGY_DISCREPANCY_LIMIT_PCT
+    ]
+    if bad:
+        worst = max(bad, key=lambda r: abs(r.energy_discrepancy_pct or 0.0))
+        found.flag(
+            Flag.ENERGY_DISCREPANCY,
+            f"run {worst.run}: energy counter and instant-power integral differ by "
+            f"{worst.energy_discrepancy_pct:+.2f} % (limit {ENERGY_DISCREPANCY_LIMIT_PCT:g} %)",
+        )
+
+
+def _check_windows(found: _Findings, runs: list[RunMetrics]) -> None:
+    """Runs too short for the tier metric, or that lost windows to sampler gaps."""
+    short = [r for r in runs if r.windows_1s - r.windows_excluded < MIN_WINDOWS_FOR_TIER]
+    if short:
+        r = short[0]
+        found.flag(
+            Flag.SHORT_WINDOW,
+            f"run {r.run}: {r.windows_1s - r.windows_excluded} usable 1 s windows "
+            f"(at least {MIN_WINDOWS_FOR_TIER} are needed to price)",
+        )
+    lost = [
+        r
+        for r in runs
+        if r.windows_1s > 0 and r.windows_excluded / r.windows_1s > MAX_EXCLUDED_WINDOW_SHARE
+    ]
+    if lost:
+        r = lost[0]
+        found.flag(
+            Flag.SAMPLER_DEGRADED,
+            f"run {r.run}: sampler gaps overlapped {r.windows_excluded} of {r.windows_1s} 1 s "
+            f"windows (more than {MAX_EXCLUDED_WINDOW_SHARE:.0%})",
+        )
+
+
+def _check_missing(found: _Findings, runs: list[RunMetrics]) -> None:
+    """Runs in which too many reads were missing (NaN): counted, never ignored."""
+    bad = [
+        r
+        for r in runs
+        if r.readings and r.missing_readings / r.readings > MAX_MISSING_READING_SHARE
+    ]
+    if bad:
+        r = bad[0]
+        found.flag(
+            Flag.MISSING_READINGS,
+            f"run {r.run}: {r.missing_readings} of {r.readings} reads had no value "
+            f"(more than {MAX_MISSING_READING_SHARE:.0%})",
+        )
+
+
+def _check_sampler(found: _Findings, health: SamplerHealth) -> None:
+    """The sampler ran slower than asked or its reads failed."""
+    if not health.healthy:
+        found.flag(
+            Flag.SAMPLER_DEGRADED,
+            f"sampler: achieved {health.achieved_interval_s * 1000:.1f} ms for "
+            f"{health.requested_interval_s * 1000:.0f} ms asked, {health.read_errors} read "
+            f"errors, longest gap {health.longest_gap_s:.3f} s",
+        )
+
+
+def _check_tokens(found: _Findings, ev: Evidence) -> None:
+    """Requests that produced a different number of tokens than the workload declares."""
+    expected = ev.meta.expected_output_tokens_per_request
+    if expected is not None and any(
+        q.output_tokens != expected for r in ev.timeline.runs for q in r.requests
+    ):
+        found.flag(Flag.TOKEN_MISMATCH)
+
+
+def _check_contention(found: _Findings, ev: Evidence) -> None:
+    """Other processes on a GPU, or a GPU busy during the idle baseline: refused."""
+    procs = ev.telemetry.get("process_count")
+    if procs.size == 0 or np.any(procs < 0) or not np.all(np.isfinite(procs)):
+        found.notes.append(
+            "contention check incomplete: the source could not list the compute processes on "
+            "every GPU"
+        )
+    crowded, busy, why = _contention(ev)
+    if crowded:
+        found.flag(Flag.CONTENTION)
+        found.refuse(Reason.CONTENTION, why)
+    if busy:
+        found.flag(Flag.GPU_NOT_IDLE)
+        found.refuse(Reason.GPU_NOT_IDLE, why)
+
+
+def _worst(values: list[_Num | None]) -> _Num | None:
+    """The smallest value, or None when there is none or any is missing."""
+    if not values or any(v is None for v in values):
+        return None
+    return min(v for v in values if v is not None)
+
+
+def work_done(ev: Evidence, runs: list[RunMetrics], idle_power_w: float | None) -> WorkDone:
+    """The work-done gate: every run must show energy above the idle baseline per output token,
+    GPU utilisation, and (where the engine runs in the benchmark pod) its processes on every
+    measured GPU, each above its floor. The worst run decides; missing figures fail the gate."""
+    floors = ev.meta.work_floors
+    expected = ev.meta.engine_on_gpu
+    above = [r.joules_per_token_above_idle for r in runs]
+    util = [r.gpu_util_pct for r in runs]
+    procs = [r.engine_processes_min for r in runs]
+    jpt_min = (
+        None
+        if not runs or any(x is None for x in above)
+        else min(x for x in above if x is not None)
+    )
+    util_min = (
+        None if not runs or any(x is None for x in util) else min(x for x in util if x is not None)
+    )
+    procs_min = (
+        None
+        if not runs or any(x is None for x in procs)
+        else min(x for x in procs if x is not None)
+    )
+    problems: list[str] = []
+    if not runs:
+        problems.append("no run was measured")
+    if idle_power_w is None:
+        problems.append("no idle baseline was measured, so energy above idle is unknown")
+    elif jpt_min is None:
+        problems.append("a run produced no output tokens")
+    elif jpt_min < floors.min_joules_per_token_above_idle:
+        problems.append(
+            f"energy above the idle baseline ({idle_power_w:.1f} W) is {jpt_min:.4g} J per "
+            f"output token in the worst run (floor {floors.min_joules_per_token_above_idle:g})"
+        )
+    if util_min is None:
+        problems.append("GPU utilisation was not reported during every run")
+    elif util_min < floors.min_gpu_util_pct:
+        problems.append(
+            f"GPU utilisation averaged {util_min:.1f} % in the worst run on the least busy GPU "
+            f"(floor {floors.min_gpu_util_pct:g} %)"
+        )
+    if expected and (procs_min is None or procs_min < 1):
+        problems.append(
+            "the engine's processes were not seen on every measured GPU during the runs"
+            if procs_min is not None
+            else "the compute processes on the measured GPUs could not be listed"
+        )
+    message = (
+        "the declared work did not run on the measured GPUs: " + "; ".join(problems)
+        if problems
+        else ""
+    )
+    return WorkDone(
+        joules_per_token_above_idle_min=jpt_min,
+        gpu_util_pct_min=util_min,
+        engine_processes_min=procs_min,
+        engine_on_gpu_expected=expected,
+        floors=floors,
+        passed=not problems,
+        message=message,
+    )
+
+
+def _measure(
+    ev: Evidence, per: list[Trace]
+) -> tuple[
+    list[RunMetrics],
+    list[FloatArray],
+    PooledMetrics | None,
+    float | None,
+    list[float],
+    EnergyModel | None,
+]:
     runs: list[RunMetrics] = []
     windows: list[FloatArray] = []
     pooled_p: list[FloatArray] = []
     pooled_w: list[FloatArray] = []
     idle_power_w: float | None = None
     per_gpu_avg: list[float] = []
-    if per:
-        energy = energy_model(per)
-        if energy.counter_reset:
-            flags.append(Flag.ENERGY_COUNTER_RESET)
-        if not energy.from_counter:
-            flags.append(Flag.ENERGY_FALLBACK)
-            notes.append("energy is the integral of instant power: no usable energy counter")
-        inst = instant_power(per)
-        base = ev.timeline.baseline
-        if base is not None and base.end_s > base.start_s:
-            idle_power_w = energy.between(base.start_s, base.end_s) / (base.end_s - base.start_s)
-        for run in ev.timeline.runs:
-            m, win, (p, w) = _run_metrics(ev, run, energy, inst, idle_power_w)
-            runs.append(m)
-            windows.append(win)
-            pooled_p.append(p)
-            pooled_w.append(w)
-        total_t = sum(r.duration_s for r in runs)
-        for i, _ in enumerate(per):
-            single = EnergyModel(
-                [energy.knots[i]], [energy.integrals[i]], energy.from_counter, False
-            )
-            e = sum(single.between(r.window_start_s, r.window_end_s) for r in runs)
-            per_gpu_avg.append(e / total_t if total_t > 0 else 0.0)
-
+    if not per:
+        return runs, windows, None, None, per_gpu_avg, None
+    energy = energy_model(per, ev.meta.sampler.interval_s)
+    inst = instant_power(per)
+    base = ev.timeline.baseline
+    if base is not None and base.end_s > base.start_s:
+        idle_power_w = energy.between(base.start_s, base.end_s) / (base.end_s - base.start_s)
+    for run in ev.timeline.runs:
+        m, win, (p, w) = _run_metrics(ev, run, energy, inst, idle_power_w)
+        runs.append(m)
+        windows.append(win)
+        pooled_p.append(p)
+        pooled_w.append(w)
+    total_t = sum(r.duration_s for r in runs)
+    for i, _ in enumerate(per):
+        single = EnergyModel(
+            [energy.knots[i]], [energy.integrals[i]], energy.from_counter, False, []
+        )
+        e = sum(single.between(r.window_start_s, r.window_end_s) for r in runs)
+        per_gpu_avg.append(e / total_t if total_t > 0 else 0.0)
     pooled = _pooled(ev, runs, windows, pooled_p, pooled_w, idle_power_w)
-    if pooled is not None:
-        if any(
-            r.energy_discrepancy_pct is not None
-            and abs(r.energy_discrepancy_pct) > ENERGY_DISCREPANCY_LIMIT_PCT
-            for r in runs
-        ):
-            flags.append(Flag.ENERGY_DISCREPANCY)
-        if pooled.throttled_s > THROTTLE_FLAG_FRACTION * pooled.duration_s:
-            flags.append(Flag.THROTTLED)
-    if any(r.windows_1s < MIN_WINDOWS_FOR_TIER for r in runs):
-        flags.append(Flag.SHORT_WINDOW)
-    expected = meta.expected_output_tokens_per_request
-    if expected is not None and any(
-        q.output_tokens != expected for r in ev.timeline.runs for q in r.requests
-    ):
-        flags.append(Flag.TOKEN_MISMATCH)
+    return runs, windows, pooled, idle_power_w, per_gpu_avg, energy
 
-    procs = ev.telemetry.get("process_count")
-    if procs.size == 0 or np.any(procs < 0):
-        notes.append(
-            "contention check incomplete: the source could not list the compute processes on "
-            "every GPU"
-        )
-    crowded, busy, why = _contention(ev)
-    refusal: Refusal | None = None
-    if crowded:
-        flags.append(Flag.CONTENTION)
-        refusal = Refusal(reason=Reason.CONTENTION.value, message=why)
-    if busy:
-        flags.append(Flag.GPU_NOT_IDLE)
-        refusal = refusal or Refusal(reason=Reason.GPU_NOT_IDLE.value, message=why)
 
-    run_to_run: dict[str, Spread] = {}
-    if runs:
-        columns: tuple[tuple[str, list[float | None]], ...] = (
-            ("avg_power_w", [r.avg_power_w for r in runs]),
-            ("power_cv", [r.power_cv_1s for r in runs]),
-            ("joules_per_token", [r.joules_per_token for r in runs]),
-            ("tokens_per_s", [r.tokens_per_s for r in runs]),
-            ("peak_power_w", [r.instant.peak_power_w if r.instant else None for r in runs]),
+def analyze(ev: Evidence) -> BenchmarkResult:
+    """Derive every metric, flag and refusal from the evidence alone."""
+    meta = ev.meta
+    per = _per_gpu(ev.trace)
+    found = _Findings(flags=[], notes=list(meta.notes) + list(meta.power_source.notes))
+    if meta.power_source.simulated or meta.backend.simulated:
+        found.flag(Flag.SIMULATED)
+    if not meta.power_source.instant_power_field:
+        found.flag(Flag.NO_INSTANT_POWER)
+    runs, _, pooled, idle_power_w, per_gpu_avg, energy = _measure(ev, per)
+    if energy is not None and energy.counter_reset:
+        found.flag(Flag.ENERGY_COUNTER_RESET)
+    if energy is not None and not energy.from_counter:
+        found.flag(
+            Flag.ENERGY_FALLBACK,
+            "energy is the integral of instant power: no usable energy counter",
         )
-        for key, values in columns:
-            s = _spread_model(values)
-            if s is not None:
-                run_to_run[key] = s
+    health = sampler_health(ev, runs)
+    _check_sampler(found, health)
+    _check_windows(found, runs)
+    _check_missing(found, runs)
+    _check_energy(found, runs)
+    if pooled is not None and pooled.throttled_s > THROTTLE_FLAG_FRACTION * pooled.duration_s:
+        found.flag(Flag.THROTTLED)
+    if pooled is not None and pooled.power_cv is not None and pooled.power_cv_ci95 is None:
+        found.flag(Flag.NO_INTERVAL, "the tier metric has no confidence interval: runs too short")
+    _check_tokens(found, ev)
+    _check_contention(found, ev)
+    gate = work_done(ev, runs, idle_power_w)
+    if not gate.passed:
+        found.refuse(Reason.NO_LOAD_ON_GPU, gate.message)
 
     return BenchmarkResult(
         workload=meta.workload,
@@ -426,13 +724,32 @@ def analyze(ev: Evidence) -> BenchmarkResult:
         cv_time_scale_s=TIER_METRIC_TIME_SCALE_S,
         runs=runs,
         pooled=pooled,
-        run_to_run=run_to_run,
+        run_to_run=_run_to_run(runs),
         sampler_health=health,
         per_gpu_avg_power_w=per_gpu_avg,
-        flags=flags,
-        refusal=refusal,
-        notes=notes,
+        flags=found.flags,
+        refusal=found.refusal,
+        notes=found.notes,
+        work_done=gate,
+        evidence=getattr(ev, "digests", None),
     )
+
+
+def _run_to_run(runs: list[RunMetrics]) -> dict[str, Spread]:
+    """Run-to-run spread of the per-run figures (seed 002's statistics)."""
+    out: dict[str, Spread] = {}
+    columns: tuple[tuple[str, list[float | None]], ...] = (
+        ("avg_power_w", [r.avg_power_w for r in runs]),
+        ("power_cv", [r.power_cv_1s for r in runs]),
+        ("joules_per_token", [r.joules_per_token for r in runs]),
+        ("tokens_per_s", [r.tokens_per_s for r in runs]),
+        ("peak_power_w", [r.instant.peak_power_w if r.instant else None for r in runs]),
+    )
+    for key, values in columns:
+        s = _spread_model(values)
+        if s is not None:
+            out[key] = s
+    return out
 
 
 def _pooled(
@@ -458,11 +775,7 @@ def _pooled(
         if all(c is not None for c in cvs)
         else None
     )
-    ci = (
-        bootstrap_mean_cv_ci(windows, seed=ev.meta.workload.seed, replicates=BOOTSTRAP_REPLICATES)
-        if power_cv is not None
-        else None
-    )
+    power_cv, ci, ci_method = _tier_estimate(windows, power_cv, ev.meta.workload.seed)
     inst_cvs = [r.instant.power_cv_instant if r.instant else None for r in runs]
     inst_cv = (
         float(np.mean([c for c in inst_cvs if c is not None]))
@@ -516,4 +829,19 @@ def _pooled(
         idle_power_w=idle_power_w,
         joules_per_token_above_idle=_ratio(above, tokens) if above is not None else None,
         throttled_s=sum(r.throttled_s for r in runs),
+        power_cv_ci_method=ci_method,
+        windows_used=sum(r.windows_1s - r.windows_excluded for r in runs),
+        windows_excluded=sum(r.windows_excluded for r in runs),
+        missing_readings=sum(r.missing_readings for r in runs),
+        readings=sum(r.readings for r in runs),
     )
+
+
+def _tier_estimate(
+    windows: list[FloatArray], mean_cv: float | None, seed: int
+) -> tuple[float | None, tuple[float, float] | None, str]:
+    """The tier metric's point estimate, its 95 % interval and the interval's method."""
+    if mean_cv is None:
+        return None, None, ""
+    ci = bootstrap_mean_cv_ci(windows, seed=seed, replicates=BOOTSTRAP_REPLICATES)
+    return mean_cv, ci, "stationary-bootstrap-percentile" if ci else ""

@@ -3,7 +3,7 @@
 Only JSON goes to stdout; logs go to stderr. The program's original form
 `python -m modelgrid_bench --model X --samples 20 --tokens 10` is accepted as `run`.
 Exit codes (modelgrid_contract.reasons.ExitCode): 0 ok, 1 internal error, 2 bad input,
-3 refused measurement (no GPU, wrong GPU, contention).
+3 refused measurement (no GPU, wrong GPU, contention, no load on the measured GPUs).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from modelgrid_bench.evidence import read_evidence, write_result
 from modelgrid_bench.runner import SessionConfig, refusal_error, run_session
 from modelgrid_bench.sources import default_source_spec, open_source
 from modelgrid_contract.reasons import ExitCode, Reason
-from modelgrid_contract.result import BenchFailure, BenchmarkResult, SamplerConfig
+from modelgrid_contract.result import BenchFailure, BenchmarkResult, SamplerConfig, WorkDoneFloors
 from modelgrid_contract.wire import encode_compact
 from modelgrid_contract.workload import PromptType, Workload
 
@@ -101,6 +101,21 @@ def _parser() -> argparse.ArgumentParser:
         help="GPUs a replay presents (default: $MODELGRID_REPLAY_GPUS, else the trace's)",
     )
     s.add_argument("--idle-baseline-s", type=float, default=5.0)
+    floors = WorkDoneFloors()
+    s.add_argument(
+        "--min-joules-per-token-above-idle",
+        type=float,
+        default=floors.min_joules_per_token_above_idle,
+        help="work-done gate: energy above the idle baseline per output token, worst run "
+        f"(default {floors.min_joules_per_token_above_idle:g} J)",
+    )
+    s.add_argument(
+        "--min-gpu-util-pct",
+        type=float,
+        default=floors.min_gpu_util_pct,
+        help="work-done gate: mean GPU utilisation during every run, least busy GPU "
+        f"(default {floors.min_gpu_util_pct:g} %%)",
+    )
     s.add_argument("--expect-gpu", help="refuse unless every GPU is this product, e.g. NVIDIA-H200")
     s.add_argument("--expect-gpu-count", type=int)
     s.add_argument(
@@ -160,6 +175,18 @@ def _workload(args: argparse.Namespace) -> Workload:
         err = exc.errors()[0]
         field = ".".join(str(x) for x in err["loc"]) or "workload"
         raise BadInputError(f"invalid workload: {field}: {err['msg']}") from exc
+
+
+def _floors(args: argparse.Namespace) -> WorkDoneFloors:
+    try:
+        return WorkDoneFloors(
+            min_joules_per_token_above_idle=args.min_joules_per_token_above_idle,
+            min_gpu_util_pct=args.min_gpu_util_pct,
+        )
+    except ValidationError as exc:
+        raise BadInputError(
+            "--min-joules-per-token-above-idle must be >= 0 and --min-gpu-util-pct 0-100"
+        ) from exc
 
 
 def _emit(result: BenchmarkResult, full: bool) -> str:
@@ -229,6 +256,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 expect_gpu_count=args.expect_gpu_count,
                 allowed_gpu_processes=args.allowed_gpu_processes,
                 output_dir=out,
+                work_floors=_floors(args),
             ),
             source,
             backend,
@@ -269,11 +297,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_analyze(args)
         return _cmd_run(args)
     except BenchError as exc:
-        sys.stderr.write(f"modelgrid-bench: error: {exc.message}\n")
+        message = " ".join(exc.message.splitlines())  # one line, whatever the message holds
+        sys.stderr.write(f"modelgrid-bench: error: {message}\n")
         _write_termination(
             termination,
             BenchFailure(
-                reason=exc.reason, message=exc.message[:1024], exit_code=int(exc.exit_code)
+                reason=exc.reason, message=message[:1024], exit_code=int(exc.exit_code)
             ).encode(),
         )
         return int(exc.exit_code)

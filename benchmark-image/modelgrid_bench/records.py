@@ -13,7 +13,14 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from modelgrid_bench.stats import FloatArray
-from modelgrid_contract.result import BackendInfo, Environment, PowerSourceInfo, SamplerConfig
+from modelgrid_contract.result import (
+    BackendInfo,
+    Environment,
+    EvidenceDigests,
+    PowerSourceInfo,
+    SamplerConfig,
+    WorkDoneFloors,
+)
 from modelgrid_contract.workload import Workload
 
 #: Clock-event reasons that mean the GPU was held back (not "idle" or "application clocks").
@@ -136,6 +143,12 @@ class SessionMeta(_Strict):
     )
     expected_output_tokens_per_request: int | None = None
     notes: list[str] = Field(default_factory=list)
+    work_floors: WorkDoneFloors = Field(default_factory=WorkDoneFloors)
+    engine_on_gpu: bool = Field(
+        False,
+        description="The engine runs in this pod (transformers, or a server started for the "
+        "benchmark), so its processes must be on every measured GPU during the runs",
+    )
 
 
 @dataclass
@@ -144,3 +157,5 @@ class Evidence:
     timeline: Timeline
     trace: Trace
     telemetry: Telemetry
+    #: sha256 of trace.csv and telemetry.csv as read or written; None when there are no files.
+    digests: EvidenceDigests | None = None

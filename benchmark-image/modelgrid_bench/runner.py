@@ -18,7 +18,7 @@ import queue
 import socket
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
@@ -36,7 +36,7 @@ from modelgrid_bench.records import (
     Timeline,
 )
 from modelgrid_bench.sampler import Sampler
-from modelgrid_bench.sources import PowerSource
+from modelgrid_bench.sources import LoadPhase, PowerSource
 from modelgrid_bench.workload import batches, prompts
 from modelgrid_contract.reasons import Reason
 from modelgrid_contract.result import (
@@ -44,6 +44,7 @@ from modelgrid_contract.result import (
     Environment,
     GpuInfo,
     SamplerConfig,
+    WorkDoneFloors,
     normalise_product,
 )
 from modelgrid_contract.workload import Workload
@@ -51,6 +52,8 @@ from modelgrid_contract.workload import Workload
 log = logging.getLogger(__name__)
 
 TAIL_S = 0.35
+#: Backends whose engine runs inside the benchmark's own process, on the measured GPUs.
+ENGINE_IN_POD_BACKENDS = frozenset({"transformers"})
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,7 @@ class SessionConfig:
     expect_gpu_count: int | None = None
     allowed_gpu_processes: int | None = None
     output_dir: Path | None = None
+    work_floors: WorkDoneFloors = field(default_factory=WorkDoneFloors)
 
 
 def check_gpus(gpus: list[GpuInfo], expect: str | None, count: int | None) -> None:
@@ -178,6 +182,8 @@ def run_session(
     try:
         log.info("loading model %s", backend.info().model)
         backend.load()
+        # The engine is loaded: its processes are on the GPUs, idle until the first request.
+        source.set_phase(LoadPhase.IDLE, allowed)
         if config.idle_baseline_s > 0:
             b0 = sampler.now_s()
             time.sleep(config.idle_baseline_s)
@@ -189,6 +195,7 @@ def run_session(
                     f"{crowded[0].process_count} compute processes on GPU {crowded[0].gpu} "
                     f"before the load started, where {allowed} was expected",
                 )
+        source.set_phase(LoadPhase.LOAD, allowed)
         if workload.warmup_samples:
             log.info("warm-up: %d samples", workload.warmup_samples)
             timeline.warmup = _run_requests(
@@ -202,6 +209,7 @@ def run_session(
             timeline.runs.append(
                 RunRecord(index=r, start_s=start, end_s=sampler.now_s(), requests=reqs)
             )
+        source.set_phase(LoadPhase.IDLE, allowed)
         time.sleep(max(TAIL_S, 3 * config.sampler.interval_s))
     finally:
         sampler.stop()
@@ -217,12 +225,16 @@ def run_session(
         sampler_read_errors=sampler.read_errors,
         allowed_gpu_processes=allowed,
         expected_output_tokens_per_request=workload.tokens_per_sample,
+        work_floors=config.work_floors,
+        engine_on_gpu=backend.info().kind in ENGINE_IN_POD_BACKENDS,
         notes=list(sampler.notes),
     )
     evidence = Evidence(meta, timeline, sampler.trace(), sampler.telemetry())
+    if config.output_dir is not None:
+        # Evidence first (so it survives a failing analysis), its digests from the bytes written.
+        evidence.digests = write_evidence(config.output_dir, evidence)
     result = analyze(evidence)
     if config.output_dir is not None:
-        write_evidence(config.output_dir, evidence)
         write_result(config.output_dir, result)
     return evidence, result
 

@@ -10,8 +10,10 @@ from __future__ import annotations
 import csv
 import json
 import os
+import threading
 import time
 from dataclasses import dataclass
+from enum import StrEnum
 from importlib import resources
 from pathlib import Path
 from typing import Protocol
@@ -39,8 +41,18 @@ class SystemInfo:
     nvml_version: str
 
 
+class LoadPhase(StrEnum):
+    """What the session is doing, told to the source (a replay plays idle or load; NVML just
+    measures whatever happens)."""
+
+    IDLE = "idle"
+    LOAD = "load"
+
+
 class PowerSource(Protocol):
     kind: PowerSourceKind
+
+    def set_phase(self, phase: LoadPhase, engine_processes: int) -> None: ...
 
     def info(self) -> PowerSourceInfo: ...
 
@@ -118,6 +130,10 @@ class NvmlSource:
             )
         return out
 
+    def set_phase(self, phase: LoadPhase, engine_processes: int) -> None:
+        """A real GPU measures what runs on it; nothing to play."""
+        del phase, engine_processes
+
     def read_fast(self) -> list[FastReading]:
         return [self._dev.read_fast(i) for i in range(self._dev.count)]
 
@@ -139,8 +155,13 @@ class _GpuTrack:
 class ReplaySource:
     """Plays a recorded trace back in real time, looping; every figure it yields is simulated.
 
-    The trace is our own CSV (`t_s,gpu,power_w,power_avg_w,energy_j,...`). The energy counter keeps
-    counting across loops so that it stays monotone, and keeps its recorded update steps.
+    The trace is our own CSV (`t_s,gpu,power_w,power_avg_w,energy_j,...`). A replay answers to
+    load as a GPU does: while the session is idle it plays the recording's idle level (its side
+    JSON's `idle_w`, or the recorded idle baseline of an evidence directory) with 0 % utilisation;
+    under load it plays the recorded load (an evidence directory's runs only) at the recorded
+    `load_util_pct`, with the engine's processes on every GPU once the model is loaded. The
+    energy counter keeps counting across phases and loops so that it stays monotone, and keeps
+    the recording's update period.
     """
 
     kind = PowerSourceKind.REPLAY
@@ -161,14 +182,23 @@ class ReplaySource:
             raise BadInputError(f"replay trace {csv_path} lacks columns: {sorted(missing)}")
         if "power_avg_w" not in cols:
             cols["power_avg_w"] = np.full(cols["t_s"].size, np.nan)
+        load_spans = meta.get("load_spans")
         tracks: list[_GpuTrack] = []
         for g in sorted({int(x) for x in cols["gpu"]}):
             m = cols["gpu"] == g
+            if isinstance(load_spans, list) and load_spans:
+                inside = np.zeros(m.size, dtype=bool)
+                for lo, hi in load_spans:
+                    inside |= (cols["t_s"] >= lo) & (cols["t_s"] <= hi)
+                m &= inside
             if np.count_nonzero(m) < 2:
                 raise BadInputError(f"replay trace {csv_path} has fewer than 2 rows for GPU {g}")
             tracks.append(
                 _GpuTrack(
-                    cols["t_s"][m], cols["power_w"][m], cols["power_avg_w"][m], cols["energy_j"][m]
+                    _contiguous_t(cols["t_s"][m]),
+                    cols["power_w"][m],
+                    cols["power_avg_w"][m],
+                    _monotone_counter(cols["energy_j"][m]),
                 )
             )
         if not tracks:
@@ -176,23 +206,71 @@ class ReplaySource:
         want = gpus or len(tracks)
         # More GPUs than recorded: reuse recorded tracks in turn (still simulated).
         self._tracks = [tracks[i % len(tracks)] for i in range(want)]
-        self._t0_ns = time.monotonic_ns()
+        idle = meta.get("idle_w")
+        self._idle_w = float(idle) if isinstance(idle, int | float) else None
+        util = meta.get("load_util_pct", DEFAULT_REPLAY_UTIL_PCT)
+        self._load_util_pct = float(util) if isinstance(util, int | float) else 0.0
+        update = meta.get("counter_update_s", DEFAULT_COUNTER_UPDATE_S)
+        self._update_s = float(update) if isinstance(update, int | float) else 0.1
+        self._lock = threading.Lock()
+        self._phase_name = LoadPhase.LOAD
+        self._engine_processes = 0
+        self._phase_t0_ns = time.monotonic_ns()
+        self._last_load_ns = self._phase_t0_ns
+        self._offsets = [float(tr.energy_j[0]) for tr in self._tracks]
 
-    def _phase(self, track: _GpuTrack) -> tuple[int, int]:
-        elapsed = (time.monotonic_ns() - self._t0_ns) / 1e9
+    def set_phase(self, phase: LoadPhase, engine_processes: int) -> None:
+        """Switch between the idle level and the recorded load, keeping the counter monotone."""
+        with self._lock:
+            now = time.monotonic_ns()
+            # Carry the energy played so far, not the counter's last step, so that no energy
+            # is lost at a switch (a real counter's steps only delay it).
+            self._offsets = [self._energy(i, now, stepped=False) for i in range(len(self._tracks))]
+            if self._phase_name is LoadPhase.LOAD:
+                self._last_load_ns = now
+            self._phase_name = phase
+            self._phase_t0_ns = now
+            self._engine_processes = max(engine_processes, 0)
+
+    def _elapsed_s(self, now_ns: int) -> float:
+        return (now_ns - self._phase_t0_ns) / 1e9
+
+    def _idle(self) -> bool:
+        return self._phase_name is LoadPhase.IDLE and self._idle_w is not None
+
+    def _position(self, track: _GpuTrack, now_ns: int) -> tuple[int, int]:
+        elapsed = self._elapsed_s(now_ns)
         span = float(track.t_s[-1] - track.t_s[0])
         loops = int(elapsed // span)
         pos = track.t_s[0] + (elapsed - loops * span)
         idx = int(np.searchsorted(track.t_s, pos, side="right") - 1)
         return loops, max(idx, 0)
 
+    def _energy(self, i: int, now_ns: int, *, stepped: bool = True) -> float:
+        """Counter value of GPU i now: the phase's offset plus what the phase played so far
+        (in the counter's update steps, or exactly with `stepped=False`)."""
+        if self._idle():
+            elapsed = self._elapsed_s(now_ns)
+            if stepped:
+                elapsed = float(np.floor(elapsed / self._update_s)) * self._update_s
+            return self._offsets[i] + float(self._idle_w or 0.0) * elapsed
+        tr = self._tracks[i]
+        loops, idx = self._position(tr, now_ns)
+        per_loop = float(tr.energy_j[-1] - tr.energy_j[0])
+        return self._offsets[i] + float(tr.energy_j[idx] - tr.energy_j[0]) + loops * per_loop
+
     def info(self) -> PowerSourceInfo:
+        notes = ["simulated: power readings are replayed from a recorded trace, not measured"]
+        if self._idle_w is None:
+            notes.append(
+                "the replayed trace has no idle level (idle_w), so the idle baseline replays load"
+            )
         return PowerSourceInfo(
             kind=self.kind,
             detail=f"replay of {self._path}",
             instant_power_field=True,
             energy_counter=True,
-            notes=["simulated: power readings are replayed from a recorded trace, not measured"],
+            notes=notes,
         )
 
     def system(self) -> SystemInfo:
@@ -206,28 +284,59 @@ class ReplaySource:
 
     def read_fast(self) -> list[FastReading]:
         out = []
-        for i, tr in enumerate(self._tracks):
-            loops, idx = self._phase(tr)
-            per_loop = float(tr.energy_j[-1] - tr.energy_j[0])
-            energy = float(tr.energy_j[idx]) + loops * per_loop
-            out.append(
-                FastReading(
-                    i, float(tr.power_w[idx]), float(tr.power_avg_w[idx]), energy, None, None
-                )
-            )
+        with self._lock:
+            now = time.monotonic_ns()
+            for i, tr in enumerate(self._tracks):
+                energy = self._energy(i, now)
+                if self._idle():
+                    p = pa = float(self._idle_w or 0.0)
+                else:
+                    _, idx = self._position(tr, now)
+                    p, pa = float(tr.power_w[idx]), float(tr.power_avg_w[idx])
+                out.append(FastReading(i, p, pa, energy, None, None))
         return out
 
     def read_slow(self) -> list[SlowReading]:
         nan = float("nan")
-        # A replay has no other processes and no throttling; zero processes keeps the
-        # contention check meaningful (the engine is not on a real GPU).
+        with self._lock:
+            # NVML's utilisation covers up to the last second: load that just ended still shows.
+            recent = (time.monotonic_ns() - self._last_load_ns) / 1e9 < UTIL_SAMPLE_PERIOD_S
+            util = self._load_util_pct if not self._idle() or recent else 0.0
+            procs = self._engine_processes
+        # No throttling in a replay; the processes are the engine's (simulated), none other.
         return [
-            SlowReading(i, nan, nan, nan, 0, nan, nan, nan, 0.0, 0)
+            SlowReading(i, nan, nan, nan, 0, nan, nan, nan, util, procs)
             for i in range(len(self._tracks))
         ]
 
     def close(self) -> None:
         return None
+
+
+DEFAULT_REPLAY_UTIL_PCT = 95.0
+#: The longest period NVML's utilisation figure covers.
+UTIL_SAMPLE_PERIOD_S = 1.0
+DEFAULT_COUNTER_UPDATE_S = 0.1
+
+
+def _contiguous_t(t_s: np.ndarray) -> np.ndarray:
+    """Times of rows cut from several runs, re-based so that they follow one another."""
+    if t_s.size < 2:
+        return t_s
+    d = np.diff(t_s)
+    step = float(np.median(d))
+    d = np.where(d > 4 * step, step, d)
+    return np.concatenate(([0.0], np.cumsum(d)))
+
+
+def _monotone_counter(energy_j: np.ndarray) -> np.ndarray:
+    """A counter cut from several runs: drop the jumps between them, keep the steps inside."""
+    if energy_j.size < 2 or not np.all(np.isfinite(energy_j)):
+        return energy_j
+    d = np.diff(energy_j)
+    typical = float(np.median(d[d > 0])) if np.any(d > 0) else 0.0
+    d = np.where((d < 0) | (d > 50 * max(typical, 1e-9)), typical, d)
+    return np.concatenate(([energy_j[0]], energy_j[0] + np.cumsum(d)))
 
 
 def _read_columns(path: Path) -> dict[str, np.ndarray]:
@@ -258,17 +367,38 @@ def _resolve_trace(path: str) -> tuple[Path, dict[str, object]]:
     if p.is_dir():
         csv = p / "trace.csv"
         ev = p / "evidence.json"
-        meta = {}
+        recorded: dict[str, object] = {}
         if ev.is_file():
             doc = json.loads(ev.read_text())
             gpus = doc.get("meta", {}).get("environment", {}).get("gpus", [])
             if gpus:
-                meta["gpu_name"] = gpus[0].get("name")
-        return csv, meta
+                recorded["gpu_name"] = gpus[0].get("name")
+            recorded.update(_recorded_phases(csv, doc.get("timeline") or {}))
+        return csv, recorded
     if not p.is_file():
         raise BadInputError(f"replay trace {path} does not exist")
     side = p.with_suffix(".json")
     return p, (json.loads(side.read_text()) if side.is_file() else {})
+
+
+def _recorded_phases(csv_path: Path, timeline: dict[str, object]) -> dict[str, object]:
+    """An evidence directory's idle level (its baseline's mean power) and load spans (runs)."""
+    out: dict[str, object] = {}
+    runs = timeline.get("runs")
+    if isinstance(runs, list) and runs:
+        out["load_spans"] = [
+            (float(r["start_s"]), float(r["end_s"])) for r in runs if isinstance(r, dict)
+        ]
+    base = timeline.get("baseline")
+    if isinstance(base, dict):
+        cols = _read_columns(csv_path)
+        m = (cols["t_s"] >= float(base["start_s"])) & (cols["t_s"] <= float(base["end_s"]))
+        m &= cols["gpu"] == 0
+        p = cols["power_w"][m]
+        p = p[np.isfinite(p)]
+        if p.size:
+            out["idle_w"] = float(np.mean(p))
+    return out
 
 
 def open_source(spec: str, *, gpu_name: str | None = None, gpus: int | None = None) -> PowerSource:

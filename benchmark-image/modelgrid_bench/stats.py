@@ -9,7 +9,7 @@ are unevenly spaced and may have gaps; run-to-run statistics use the sample stan
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
@@ -92,16 +92,23 @@ class CounterKnots:
     """Where a stepwise energy counter was seen to change: (time, value) knots to interpolate.
 
     The counter only updates every so often (about every 100 ms on recent drivers), so most reads
-    repeat the last value. A new value is first seen at read i; it appeared somewhere between
-    read i-1 and read i, so the knot is placed at their midpoint. The very first read is not a
-    knot: when its value was last updated is unknown. Outside the knots, energy is extended
-    linearly with the power of the nearest segment.
+    repeat the last value. A new value is first seen at read i; it was written after read i-1
+    and before read i. When the reads are closer than one update period U, the knot is placed at
+    their midpoint. After a longer gap (a sampler stall) the value cannot be older than one
+    update, so it was written in [t_i - U, t_i] and the knot goes at t_i - U/2: never at the
+    gap's midpoint, which would put the energy of the whole gap into its first half. The very
+    first read is not a knot: when its value was last updated is unknown. Outside the knots,
+    energy is extended linearly with the power of the nearest segment.
+
+    `gaps` are the read intervals longer than U (start, end): the counter updated inside them
+    unseen, so energy there is interpolated, not observed.
     """
 
     t_s: FloatArray
     energy_j: FloatArray
     reset: bool
     median_update_s: float | None
+    gaps: list[tuple[float, float]] = field(default_factory=list)
 
     def at(self, t_s: FloatArray | float) -> FloatArray:
         t = np.asarray(t_s, dtype=np.float64)
@@ -119,20 +126,65 @@ class CounterKnots:
         return bool(self.t_s.size >= 2 and self.t_s[0] <= start_s and self.t_s[-1] >= end_s)
 
 
-def counter_knots(t_s: FloatArray, counter_j: FloatArray) -> CounterKnots:
-    """Knots of a monotone energy counter read at times t_s. A decrease marks a reset."""
+#: Knot intervals (at least this many) needed to measure the counter's update period.
+MIN_UPDATES_FOR_PERIOD = 3
+
+
+def update_period_s(t_s: FloatArray, counter_j: FloatArray) -> float | None:
+    """The counter's update period U: the median spacing of reads that saw a new value, over
+    the stretches where reads came at most U apart (a stall would lengthen the spacing).
+
+    The median of consecutive change-read spacings is robust to a few stalls; it is refined once
+    by dropping spacings longer than twice the first estimate.
+    """
+    if t_s.size < 2:
+        return None
+    changed = np.flatnonzero(np.diff(counter_j) != 0) + 1
+    if changed.size < MIN_UPDATES_FOR_PERIOD + 1:
+        return None
+    spacing = np.diff(t_s[changed])
+    first = float(np.median(spacing))
+    kept = spacing[spacing <= 2.0 * first]
+    return float(np.median(kept)) if kept.size else first
+
+
+def counter_knots(
+    t_s: FloatArray,
+    counter_j: FloatArray,
+    update_s: float | None = None,
+    interval_s: float = 0.0,
+) -> CounterKnots:
+    """Knots of a monotone energy counter read at times t_s. A decrease marks a reset.
+
+    Reads whose value is NaN (not provided) are left out, so they never switch the counter off;
+    `update_s` is the counter's update period U (measured from the reads when not given) and
+    `interval_s` the sampler's requested interval. A read gap longer than U + interval_s / 2 is
+    a stall: the counter may have updated unseen inside it. Its span, widened by U on each side
+    (the knot intervals that border it are interpolated from the displaced knot after it), is
+    reported in `gaps`.
+    """
+    finite = np.isfinite(counter_j)
+    if not np.all(finite):
+        t_s, counter_j = t_s[finite], counter_j[finite]
     if t_s.size == 0:
         return CounterKnots(np.zeros(0), np.zeros(0), False, None)
     steps = np.diff(counter_j)
     changed = np.flatnonzero(steps != 0) + 1
     reset = bool(np.any(steps < 0))
+    period = update_s if update_s is not None else update_period_s(t_s, counter_j)
     if changed.size == 0:
         # Never updated while we watched: a flat counter (zero energy) seen from t0 on.
-        return CounterKnots(t_s[:1].copy(), counter_j[:1].copy(), reset, None)
-    knot_t = (t_s[changed - 1] + t_s[changed]) / 2.0
+        return CounterKnots(t_s[:1].copy(), counter_j[:1].copy(), reset, period)
+    before, seen = t_s[changed - 1], t_s[changed]
+    knot_t = (before + seen) / 2.0
+    gaps: list[tuple[float, float]] = []
+    if period is not None:
+        late = (seen - before) > period
+        knot_t = np.where(late, seen - period / 2.0, knot_t)
+        idx = np.flatnonzero(np.diff(t_s) > period + interval_s / 2.0)
+        gaps = [(float(t_s[i]) - period, float(t_s[i + 1]) + period) for i in idx]
     knot_e = counter_j[changed]
-    median_update = float(np.median(np.diff(knot_t))) if changed.size >= 3 else None
-    return CounterKnots(knot_t, knot_e, reset, median_update)
+    return CounterKnots(knot_t, knot_e, reset, period, gaps)
 
 
 def window_powers_w(

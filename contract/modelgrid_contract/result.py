@@ -231,7 +231,7 @@ class PooledMetrics(_Strict):
 class WorkDoneFloors(_Strict):
     """The floors a measurement must clear to count as work done (defaults: TierPolicy's)."""
 
-    min_joules_per_token_above_idle: float = Field(0.001, ge=0)
+    min_joules_per_token_above_idle: float = Field(0.005, ge=0)
     min_gpu_util_pct: float = Field(20.0, ge=0, le=100)
 
 

@@ -148,7 +148,7 @@ def test_end_to_end_against_an_engine_over_http(engine: str, tmp_path: Path) -> 
             "--samples",
             "6",
             "--tokens",
-            "6",
+            "100",
             "--batch-size",
             "2",
             "--concurrency",
@@ -158,7 +158,7 @@ def test_end_to_end_against_an_engine_over_http(engine: str, tmp_path: Path) -> 
             "--warmup-samples",
             "0",
             "--idle-baseline-s",
-            "0",
+            "0.3",
             "--output-dir",
             str(tmp_path / "o"),
             "--log-level",
@@ -167,7 +167,7 @@ def test_end_to_end_against_an_engine_over_http(engine: str, tmp_path: Path) -> 
     )
     assert code == 0
     result = json.loads((tmp_path / "o" / "result.json").read_text())
-    assert result["pooled"]["output_tokens"] == 36
+    assert result["pooled"]["output_tokens"] == 600
     assert result["pooled"]["requests"] == 6
     streams = {
         q["stream"]

@@ -115,6 +115,8 @@ def test_the_programs_own_form_is_accepted(tmp_path: Path) -> None:
         "2",
         "--tokens",
         "10",
+        "--synthetic-step-ms",
+        "40",
         "--backend",
         "synthetic",
         "--power-source",
@@ -122,7 +124,7 @@ def test_the_programs_own_form_is_accepted(tmp_path: Path) -> None:
         "--repeats",
         "1",
         "--idle-baseline-s",
-        "0",
+        "0.3",
         "--warmup-samples",
         "0",
         "--output-dir",
@@ -191,9 +193,11 @@ def test_wrong_gpu_is_refused_before_any_work(tmp_path: Path) -> None:
         "--samples",
         "1",
         "--tokens",
-        "5",
+        "20",
+        "--synthetic-step-ms",
+        "40",
         "--idle-baseline-s",
-        "0",
+        "0.3",
         "--warmup-samples",
         "0",
     )
@@ -222,7 +226,7 @@ def test_bad_input_exits_2_with_a_message(args: list[str], needle: str, tmp_path
         str(tmp_path / "o"),
         *[a for a in args if a],
         "--idle-baseline-s",
-        "0",
+        "0.3",
     )
     assert proc.returncode == ExitCode.BAD_INPUT, proc.stderr
     assert needle in proc.stderr

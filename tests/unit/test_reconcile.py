@@ -175,7 +175,9 @@ def assert_kstatus(status: dict[str, Any], ready: str, reconciling: str, stalled
 # --------------------------------------------------------------------------- results
 
 
-TWO_RUNS = ((0.5, 12.5), (13.0, 25.0))
+TWO_RUNS = ((1.0, 13.0), (13.5, 25.5))
+#: What the GPU draws between the runs: the work-done gate needs load above it.
+IDLE_W = 60.0
 
 
 @functools.cache
@@ -189,7 +191,11 @@ def real_result(
 ) -> str:
     """A real termination message: 2 runs of 12 s around 100 W, analysed and encoded."""
     tel = (
-        f.telemetry(25.5, gpus=gpus, process_count=lambda t: processes) if processes != 1 else None
+        f.telemetry(
+            26.0, gpus=gpus, process_count=lambda t: processes, util_pct=f.busy_in(TWO_RUNS)
+        )
+        if processes != 1
+        else None
     )
     ev = f.evidence(
         f.square(100.0 - half_swing_w, 100.0 + half_swing_w, 3.0),
@@ -198,6 +204,7 @@ def real_result(
         gpus=gpus,
         seed=seed,
         tel=tel,
+        idle_w=IDLE_W,
     )
     return encode_compact(analyze(ev))
 

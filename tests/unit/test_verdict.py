@@ -70,7 +70,7 @@ def test_cv_only_tiering_of_the_report(cv: float, tier: int, label: str, stabili
 
 
 def _compact(**overrides: Any) -> CompactResult:
-    ev = f.evidence(f.square(95.0, 105.0, 3.0), [(0.5, 12.5), (13.0, 25.0)])
+    ev = f.evidence(f.square(95.0, 105.0, 3.0), [(1.0, 13.0), (13.5, 25.5)], idle_w=60.0)
     obj = json.loads(encode_compact(analyze(ev)))
     obj.update(overrides)
     return decode_compact(json.dumps(obj))
@@ -171,7 +171,8 @@ def test_borderline_takes_the_worse_tier_or_asks_for_a_rerun() -> None:
 
 
 def _raw(spec: QualificationSpec, **overrides: Any) -> str:
-    obj = json.loads(encode_compact(analyze(f.evidence(f.constant(100.0), [(0.5, 12.5)]))))
+    ev = f.evidence(f.constant(100.0), [(1.0, 13.0)], idle_w=60.0)
+    obj = json.loads(encode_compact(analyze(ev)))
     obj["workload_digest"] = workload_digest(spec)
     obj.update(overrides)
     return json.dumps(obj)
