@@ -261,7 +261,15 @@ def evidence(
     )
 
 
-def run_simulated_benchmark(out: Path, *, samples: int = 4, tokens: int = 300) -> Path:
+#: The synthetic backend's decode step for runs that must be priceable: 4 samples x 300 tokens
+#: at 10 ms is at least 12 s a run (12 whole 1 s windows) on any machine; a slow one only
+#: makes it longer.
+PRICEABLE_STEP_MS = 10.0
+
+
+def run_simulated_benchmark(
+    out: Path, *, samples: int = 4, tokens: int = 300, step_ms: float = PRICEABLE_STEP_MS
+) -> Path:
     """Run the real benchmark CLI (synthetic inference, replayed power) into `out`."""
     proc = subprocess.run(
         [
@@ -283,6 +291,8 @@ def run_simulated_benchmark(out: Path, *, samples: int = 4, tokens: int = 300) -
             "0",
             "--idle-baseline-s",
             "0.3",
+            "--synthetic-step-ms",
+            repr(step_ms),
             "--output-dir",
             str(out),
             "--log-level",
@@ -290,7 +300,7 @@ def run_simulated_benchmark(out: Path, *, samples: int = 4, tokens: int = 300) -
         ],
         capture_output=True,
         text=True,
-        timeout=90,
+        timeout=240,
         check=False,
     )
     if proc.returncode != 0:

@@ -380,7 +380,10 @@ class CompactResult(_Strict):
     """What the operator reads. Keys of the program's original JSON are kept verbatim."""
 
     schema_: Literal["modelgrid.bench/v1"] = Field(alias="schema")
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    # Strict: a number must be a JSON number (never "90"), and never NaN or Infinity.
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, populate_by_name=True, strict=True, allow_inf_nan=False
+    )
 
     ok: bool
     simulated: bool

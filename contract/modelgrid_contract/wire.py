@@ -216,7 +216,7 @@ def decode_compact(
             f"schema {schema!r} is not understood; expected {SCHEMA_COMPACT!r}",
         )
     try:
-        return CompactResult.model_validate(obj)
+        return CompactResult.model_validate_json(data)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first.get("loc", ())) or "result"

@@ -11,9 +11,10 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from modelgrid_contract.reasons import Reason as WireReason
+from modelgrid_contract.result import Flag, WorkDoneFloors
 from modelgrid_contract.workload import Workload
 
 GROUP = "modelgrid.firmus.ai"
@@ -176,6 +177,50 @@ class BorderlinePolicy(StrEnum):
     RERUN = "Rerun"
 
 
+class WorkDonePolicy(_Api):
+    """The work-done gate's floors (modelgrid_contract.result.WorkDoneFloors, in CRD names)."""
+
+    min_joules_per_token_above_idle: Annotated[float, Field(ge=0, le=100)] = Field(
+        0.005, alias="minJoulesPerTokenAboveIdle"
+    )
+    min_gpu_util_percent: Annotated[float, Field(ge=0, le=100)] = Field(
+        20.0, alias="minGpuUtilPercent"
+    )
+
+    def floors(self) -> WorkDoneFloors:
+        return WorkDoneFloors(
+            min_joules_per_token_above_idle=self.min_joules_per_token_above_idle,
+            min_gpu_util_pct=self.min_gpu_util_percent,
+        )
+
+
+#: Flags a policy may make disqualifying; contention and a busy GPU are always refused and
+#: `simulated` is governed by allowSimulated.
+CONFIGURABLE_FLAGS = frozenset(
+    {
+        Flag.THROTTLED,
+        Flag.ENERGY_DISCREPANCY,
+        Flag.ENERGY_FALLBACK,
+        Flag.ENERGY_COUNTER_RESET,
+        Flag.SAMPLER_DEGRADED,
+        Flag.SHORT_WINDOW,
+        Flag.TOKEN_MISMATCH,
+        Flag.NO_INSTANT_POWER,
+        Flag.MISSING_READINGS,
+        Flag.NO_INTERVAL,
+    }
+)
+DEFAULT_DISQUALIFYING_FLAGS = (
+    Flag.SAMPLER_DEGRADED,
+    Flag.ENERGY_DISCREPANCY,
+    Flag.ENERGY_COUNTER_RESET,
+    Flag.SHORT_WINDOW,
+    Flag.NO_INSTANT_POWER,
+    Flag.TOKEN_MISMATCH,
+    Flag.MISSING_READINGS,
+)
+
+
 class TierPolicySpec(_Api):
     tiers: list[Tier] = Field(min_length=1, max_length=10)
     tier_metric: Literal["power_cv_1s", "power_cv_instant"] = Field(
@@ -189,6 +234,20 @@ class TierPolicySpec(_Api):
     borderline: BorderlinePolicy = BorderlinePolicy.WORSE_TIER
     max_reruns: Annotated[int, Field(ge=0, le=5)] = Field(1, alias="maxReruns")
     allow_simulated: bool = Field(False, alias="allowSimulated")
+    work_done: WorkDonePolicy = Field(default_factory=WorkDonePolicy, alias="workDone")
+    disqualifying_flags: list[Flag] = Field(
+        default_factory=lambda: list(DEFAULT_DISQUALIFYING_FLAGS),
+        alias="disqualifyingFlags",
+        max_length=16,
+    )
+
+    @field_validator("disqualifying_flags")
+    @classmethod
+    def _configurable(cls, flags: list[Flag]) -> list[Flag]:
+        bad = [f.value for f in flags if f not in CONFIGURABLE_FLAGS]
+        if bad:
+            raise ValueError(f"flags {bad} cannot be made disqualifying by a policy")
+        return flags
 
 
 # --------------------------------------------------------------------------- status words

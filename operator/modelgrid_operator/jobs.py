@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from modelgrid_contract.reasons import ExitCode
+from modelgrid_contract.result import WorkDoneFloors
 from modelgrid_operator.api import GROUP, VERSION, QualificationSpec
 from modelgrid_operator.verdict import bench_workload
 
@@ -51,7 +52,10 @@ def job_name(name: str, uid: str, generation: int, attempt: int = 0) -> str:
     return name[: 63 - len(suffix)].rstrip("-.") + suffix
 
 
-def benchmark_args(spec: QualificationSpec) -> list[str]:
+def benchmark_args(spec: QualificationSpec, floors: WorkDoneFloors | None = None) -> list[str]:
+    """The benchmark's command line: the workload, the model, the GPUs it must find, and the
+    work-done gate's floors of the policy that will price the result."""
+    gate = floors or WorkDoneFloors()
     workload = bench_workload(spec).model_dump(mode="json")
     src = spec.model.source
     args = ["run", "--workload-json", json.dumps(workload, separators=(",", ":"))]
@@ -85,6 +89,10 @@ def benchmark_args(spec: QualificationSpec) -> list[str]:
         str(spec.sampling_interval_ms),
         "--output-dir",
         f"{RESULTS_DIR}/evidence",
+        "--min-joules-per-token-above-idle",
+        repr(gate.min_joules_per_token_above_idle),
+        "--min-gpu-util-pct",
+        repr(gate.min_gpu_util_pct),
     ]
     return args
 
@@ -98,6 +106,7 @@ def build_job(
     spec: QualificationSpec,
     settings: JobSettings,
     attempt: int = 0,
+    floors: WorkDoneFloors | None = None,
 ) -> dict[str, Any]:
     hw = spec.hardware
     labels = {
@@ -152,7 +161,7 @@ def build_job(
         "name": CONTAINER,
         "image": settings.image,
         "imagePullPolicy": settings.image_pull_policy,
-        "args": benchmark_args(spec),
+        "args": benchmark_args(spec, floors),
         "env": env,
         "resources": {
             "requests": {

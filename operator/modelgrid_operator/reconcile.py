@@ -19,7 +19,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from modelgrid_contract.reasons import ExitCode
-from modelgrid_contract.result import SCHEMA_FAILURE, BenchFailure
+from modelgrid_contract.result import SCHEMA_FAILURE, BenchFailure, WorkDoneFloors
 from modelgrid_contract.wire import ResultRejected
 from modelgrid_operator.api import (
     ConditionType,
@@ -383,6 +383,7 @@ def decide(obs: Observed, settings: JobSettings, *, queue_cap_applies: bool = Tr
                 queue_cap_applies,
                 Reason.REVERIFY,
                 "the qualification expired; a fresh run is due",
+                floors=policy.work_done.floors(),
             )
         ready: dict[str, Any] = next(
             (c for c in st.get("conditions") or [] if c.get("type") == "Ready"), {}
@@ -423,6 +424,7 @@ def decide(obs: Observed, settings: JobSettings, *, queue_cap_applies: bool = Tr
             queue_cap_applies,
             Reason.CREATED,
             "",
+            floors=policy.work_done.floors(),
         )
     base.update({"attempt": attempt, "jobName": job["metadata"]["name"], "reruns": reruns})
     decision = Decision(base, delete_jobs=list(obs.stale_jobs))
@@ -441,7 +443,15 @@ def decide(obs: Observed, settings: JobSettings, *, queue_cap_applies: bool = Tr
             nxt = attempt + 1
             base.update({"attempt": nxt, "reruns": reruns + 1})
             d = _start(
-                obs, spec, settings, nxt, base, queue_cap_applies, Reason.RERUN, events[0][2]
+                obs,
+                spec,
+                settings,
+                nxt,
+                base,
+                queue_cap_applies,
+                Reason.RERUN,
+                events[0][2],
+                floors=policy.work_done.floors(),
             )
             d.events = events + d.events
             return d
@@ -535,6 +545,8 @@ def _start(
     queue_cap_applies: bool,
     reason: Reason,
     why: str,
+    *,
+    floors: WorkDoneFloors,
 ) -> Decision:
     if queue_cap_applies and not spec.queue_name and obs.active_benchmarks >= obs.max_concurrent:
         message = (
@@ -561,6 +573,7 @@ def _start(
         spec=spec,
         settings=settings,
         attempt=attempt,
+        floors=floors,
     )
     name = manifest["metadata"]["name"]
     message = f"Job {name} created" + (f" ({why})" if why else "")

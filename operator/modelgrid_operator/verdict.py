@@ -53,43 +53,183 @@ def validate_result(
 ) -> CompactResult:
     """Decode and check a termination message. Raises `ResultRejected` with a reason.
 
-    `check_identity=False` skips the checks that need the qualification the result was made
-    for (GPU product and count, workload digest): the offline CLI without a qualification.
+    The checks run as a ladder, first refusal wins: the benchmark's own refusal; contention;
+    simulated power; identity (GPU product and count, workload digest); internal consistency;
+    the work-done gate under the policy's floors; the policy's disqualifying flags; a tier
+    metric to price. `check_identity=False` skips the identity checks, which need the
+    qualification the result was made for (the offline CLI without a qualification).
     """
     result = decode_compact(raw)
+    _refused_by_benchmark(result)
+    _contended(result)
+    _simulated(result, policy)
+    if check_identity:
+        _identity(result, spec)
+    _consistent(result)
+    _work_done(result, policy)
+    _disqualified(result, policy)
+    _priceable(result, policy)
+    return result
+
+
+def _refused_by_benchmark(result: CompactResult) -> None:
+    """The benchmark refused its own measurement."""
     if result.refusal is not None or not result.ok:
         reason = result.refusal.reason if result.refusal else Reason.NOT_OK
         message = result.refusal.message if result.refusal else "the benchmark reported ok=false"
         raise ResultRejected(reason, f"the benchmark refused its own measurement: {message}")
+
+
+def _contended(result: CompactResult) -> None:
+    """Another workload shared the GPU: never priced, whatever the policy."""
     if Flag.CONTENTION in result.flags or Flag.GPU_NOT_IDLE in result.flags:
         raise ResultRejected(
             Reason.CONTENTION, "another workload shared the GPU during the measurement"
         )
+
+
+def _simulated(result: CompactResult, policy: TierPolicySpec) -> None:
+    """Replayed or synthesised power, under a policy that does not accept it."""
     if result.simulated and not policy.allow_simulated:
         raise ResultRejected(
             Reason.SIMULATED,
             f"the result is simulated (power source {result.source.value}, backend "
             f"{result.backend}) and the policy does not accept simulated results",
         )
-    if check_identity:
-        want = spec.hardware.gpu_product
-        if normalise_product(result.gpu.name) != normalise_product(want):
+
+
+def _identity(result: CompactResult, spec: QualificationSpec) -> None:
+    """Measured on the declared GPUs, for the declared workload."""
+    want = spec.hardware.gpu_product
+    if normalise_product(result.gpu.name) != normalise_product(want):
+        raise ResultRejected(
+            Reason.WRONG_GPU, f"measured on {result.gpu.name!r}, but {want!r} was required"
+        )
+    if result.gpu.count != spec.hardware.gpu_count:
+        raise ResultRejected(
+            Reason.WRONG_GPU,
+            f"measured on {result.gpu.count} GPU(s), but {spec.hardware.gpu_count} were required",
+        )
+    expected = workload_digest(spec)
+    if result.workload_digest != expected:
+        raise ResultRejected(
+            Reason.WORKLOAD_MISMATCH,
+            f"the result is for workload {result.workload_digest}, not the declared {expected}",
+        )
+
+
+#: Relative disagreement tolerated between figures the compact form rounds to 5 digits.
+ROUNDING_TOLERANCE = 1e-3
+#: Average power must equal energy / duration within this share.
+ENERGY_CONSISTENCY = 0.01
+
+
+def _consistent(result: CompactResult) -> None:
+    """Figures that contradict each other: the result was not produced by the benchmark."""
+    avg, e, d = result.avg_power_watts, result.energy_j, result.duration_s
+    if avg is not None and e is not None and d is not None and d > 0:
+        derived = e / d
+        if abs(avg - derived) > ENERGY_CONSISTENCY * max(abs(derived), 1e-9):
             raise ResultRejected(
-                Reason.WRONG_GPU,
-                f"measured on {result.gpu.name!r}, but {want!r} was required",
+                Reason.INCONSISTENT_RESULT,
+                f"average power {avg:.4g} W contradicts energy / duration = {derived:.4g} W",
             )
-        if result.gpu.count != spec.hardware.gpu_count:
+    ci, cv = result.power_cv_ci95, result.power_cv
+    if ci is not None and cv is not None:
+        slack = ROUNDING_TOLERANCE * max(cv, 1e-6)
+        if not (ci[0] <= ci[1] and ci[0] - slack <= cv <= ci[1] + slack):
             raise ResultRejected(
-                Reason.WRONG_GPU,
-                f"measured on {result.gpu.count} GPU(s), but {spec.hardware.gpu_count} were "
-                "required",
+                Reason.INCONSISTENT_RESULT,
+                f"the 95% interval [{ci[0]:.4g}, {ci[1]:.4g}] does not contain the power CV "
+                f"{cv:.4g}",
             )
-        expected = workload_digest(spec)
-        if result.workload_digest != expected:
+    replay_marks = result.gpu.driver == "replay" or any(
+        u.startswith("GPU-REPLAY") for u in result.gpu.uuids
+    )
+    if replay_marks and not result.simulated:
+        raise ResultRejected(
+            Reason.INCONSISTENT_RESULT,
+            "the result says it is not simulated, but its GPU identity is a replay's",
+        )
+    work = result.work
+    if (
+        work is not None
+        and result.backend in ENGINE_IN_POD_BACKENDS
+        and not work.engine_on_gpu_expected
+    ):
+        raise ResultRejected(
+            Reason.INCONSISTENT_RESULT,
+            f"the {result.backend} engine runs in the benchmark pod, but the result does not "
+            "expect its processes on the GPUs",
+        )
+
+
+#: Backends whose engine runs in the benchmark's own process, on the measured GPUs.
+ENGINE_IN_POD_BACKENDS = frozenset({"transformers"})
+
+
+def _work_done(result: CompactResult, policy: TierPolicySpec) -> None:
+    """The work-done gate, checked again under the policy's own floors."""
+    w = result.work
+    floors = policy.work_done
+    if w is None:
+        raise ResultRejected(
+            Reason.NO_LOAD_ON_GPU, "the result carries no work-done figures, so it proves nothing"
+        )
+    problems = []
+    jpt = w.j_per_token_above_idle_min
+    if jpt is None or jpt < floors.min_joules_per_token_above_idle:
+        problems.append(
+            f"energy above idle per output token {_fmt_opt(jpt, ' J')} in the worst run "
+            f"(floor {floors.min_joules_per_token_above_idle:g} J)"
+        )
+    util = w.gpu_util_pct_min
+    if util is None or util < floors.min_gpu_util_percent:
+        problems.append(
+            f"GPU utilisation {_fmt_opt(util, ' %')} in the worst run "
+            f"(floor {floors.min_gpu_util_percent:g} %)"
+        )
+    if w.engine_on_gpu_expected and (w.engine_processes_min is None or w.engine_processes_min < 1):
+        problems.append("the engine's processes were not on every measured GPU")
+    if problems or not w.passed:
+        raise ResultRejected(
+            Reason.NO_LOAD_ON_GPU,
+            "the declared work did not run on the measured GPUs: "
+            + ("; ".join(problems) or "the benchmark's own gate failed"),
+        )
+
+
+def _fmt_opt(value: float | None, unit: str) -> str:
+    return "unknown" if value is None else f"{value:.4g}{unit}"
+
+
+def _flag_figure(flag: Flag, result: CompactResult) -> str:
+    """The figure behind a flag, so a refusal says how far off the measurement was."""
+    win = result.windows
+    if flag is Flag.ENERGY_DISCREPANCY and result.energy_discrepancy_pct is not None:
+        return f"counter and instant-power integral differ by {result.energy_discrepancy_pct:+.2f}%"
+    if flag is Flag.SAMPLER_DEGRADED and win is not None:
+        return f"{win.excluded} of {win.used + win.excluded} 1 s windows overlapped sampler gaps"
+    if flag is Flag.SHORT_WINDOW and win is not None:
+        return f"the shortest run has {win.min_per_run} usable 1 s windows"
+    if flag is Flag.MISSING_READINGS and win is not None:
+        return f"{win.missing_readings} of {win.readings} reads had no value"
+    return "see the benchmark's notes"
+
+
+def _disqualified(result: CompactResult, policy: TierPolicySpec) -> None:
+    """A flag the policy makes disqualifying."""
+    for flag in result.flags:
+        if flag in policy.disqualifying_flags:
             raise ResultRejected(
-                Reason.WORKLOAD_MISMATCH,
-                f"the result is for workload {result.workload_digest}, not the declared {expected}",
+                Reason.DISQUALIFYING_FLAG,
+                f"flag {flag.value} disqualifies the result under this policy: "
+                f"{_flag_figure(flag, result)}",
             )
+
+
+def _priceable(result: CompactResult, policy: TierPolicySpec) -> None:
+    """A tier metric and an average power to price."""
     if tier_metric(result, policy) is None:
         raise ResultRejected(
             Reason.NO_TIER_METRIC,
@@ -97,7 +237,6 @@ def validate_result(
         )
     if result.avg_power_watts is None:
         raise ResultRejected(Reason.NO_TIER_METRIC, "the result has no average power")
-    return result
 
 
 def tier_metric(result: CompactResult, policy: TierPolicySpec) -> float | None:
@@ -254,20 +393,28 @@ def evaluate(
             + (f"{' and '.join(limits)}: " if limits else "")
             + f"{tier.label or tier.name}."
         )
-        if ci and tier.max_cv is not None and not _within(ci[1], tier.max_cv, tier.cv_boundary):
+        no_interval = policy.tier_metric == "power_cv_1s" and ci is None
+        crosses = (
+            ci is not None
+            and tier.max_cv is not None
+            and not _within(ci[1], tier.max_cv, tier.cv_boundary)
+        )
+        if no_interval and tier.max_cv is not None:
+            parts.append("No confidence interval for the tier metric: never a price without one.")
+        if (no_interval and tier.max_cv is not None) or crosses:
             borderline = True
             flags.append("borderline")
+            upper = f"the CI's upper end {ci[1]:.4g} crosses {tier.max_cv:g}" if ci else "no CI"
             if policy.borderline is BorderlinePolicy.RERUN and reruns_done < policy.max_reruns:
                 rerun = True
                 parts.append(
-                    f"Borderline: the CI's upper end {ci[1]:.4g} crosses {tier.max_cv:g}; "
-                    f"rerun {reruns_done + 1} of {policy.max_reruns} requested."
+                    f"Borderline: {upper}; rerun {reruns_done + 1} of {policy.max_reruns} "
+                    "requested."
                 )
             else:
                 worse = _worse(tier, policy)
                 parts.append(
-                    f"Borderline: the CI's upper end {ci[1]:.4g} crosses {tier.max_cv:g}, so "
-                    f"the worse tier applies: {worse.label or worse.name}."
+                    f"Borderline: {upper}, so the worse tier applies: {worse.label or worse.name}."
                 )
                 tier = worse
     else:

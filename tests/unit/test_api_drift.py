@@ -75,9 +75,13 @@ def _walk(model: type[BaseModel], schema: dict[str, Any], path: str) -> list[str
             problems.append(f"{where}: maximum {prop.get('maximum')} != le {b['le']}")
         if "gt" in b and not (prop.get("minimum") == b["gt"] and prop.get("exclusiveMinimum")):
             problems.append(f"{where}: exclusive minimum differs from gt {b['gt']}")
-        default = info.default
+        default = info.get_default(call_default_factory=True)
         if "default" in prop and default is not None and not callable(default):
-            value = getattr(default, "value", default)
+            value = (
+                [getattr(d, "value", d) for d in default]
+                if isinstance(default, list)
+                else getattr(default, "value", default)
+            )
             if value != prop["default"]:
                 problems.append(f"{where}: default {value!r} != CRD default {prop['default']!r}")
     return problems

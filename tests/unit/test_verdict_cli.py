@@ -12,6 +12,8 @@ from modelgrid_operator.cli import main, shipped_policy
 from tests.factory import run_simulated_benchmark
 
 REPO = Path(__file__).resolve().parents[2]
+#: The module's fixture runs a paced benchmark of two 12 s runs (longer on a slow machine).
+pytestmark = pytest.mark.timeout(300)
 
 
 @pytest.fixture(scope="module")
