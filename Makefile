@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv inference test lint typecheck unit bench demo sandbox controlplane clean
+.PHONY: venv inference test lint typecheck unit fast bench demo sandbox controlplane generate clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -48,6 +48,16 @@ test: lint typecheck unit
 bench: $(STAMP)
 	$(PY) -m modelgrid_bench run --backend synthetic --power-source replay:builtin:h200-decode \
 	  --samples 20 --tokens 128 --repeats 3 --idle-baseline-s 2
+
+# Regenerate everything derived from crds/ (the chart's CRD and policy templates, the operator's
+# packaged policies); tests/unit/test_chart.py and test_verdict_cli.py fail when they drift.
+generate: $(STAMP)
+	$(PY) -m modelgrid_sandbox.chart
+	cp crds/tierpolicies/*.yaml operator/modelgrid_operator/data/tierpolicies/
+
+# The fast unit tier alone: no Go, no control plane (tests/unit; helm-based checks skip).
+fast: $(STAMP)
+	$(PY) -m pytest tests/unit
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis modelgrid-results

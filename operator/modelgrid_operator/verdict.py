@@ -465,6 +465,10 @@ def evaluate(
     )
 
 
+def _drop_none(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in d.items() if v is not None}
+
+
 def measured_status(result: CompactResult) -> dict[str, Any]:
     """The measured figures as they appear in `status.measured` (CRD field names)."""
     out: dict[str, Any] = {
@@ -505,6 +509,30 @@ def measured_status(result: CompactResult) -> dict[str, Any]:
         ]
     if result.run_stats:
         out["runToRun"] = {k: v.model_dump() for k, v in result.run_stats.items()}
+    if result.work is not None:
+        out["workDone"] = _drop_none(
+            {
+                "joulesPerTokenAboveIdle": result.work.j_per_token_above_idle_min,
+                "gpuUtilPercent": result.work.gpu_util_pct_min,
+                "engineProcesses": result.work.engine_processes_min,
+                "engineOnGpuExpected": result.work.engine_on_gpu_expected,
+            }
+        )
+    if result.windows is not None:
+        w = result.windows
+        out["windows"] = {
+            "used": w.used,
+            "excluded": w.excluded,
+            "minPerRun": w.min_per_run,
+            "missingReadings": w.missing_readings,
+            "readings": w.readings,
+            "ciMethod": w.ci_method,
+        }
+    if result.evidence is not None:
+        out["evidence"] = {
+            "traceSha256": result.evidence.trace_sha256,
+            "telemetrySha256": result.evidence.telemetry_sha256,
+        }
     return {k: v for k, v in out.items() if v is not None}
 
 
