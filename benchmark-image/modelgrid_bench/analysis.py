@@ -346,8 +346,12 @@ def _least_busy_util_pct(ev: Evidence, start_s: float, end_s: float) -> float | 
     """
     means = []
     tail = ev.meta.sampler.telemetry_interval_s
-    for v in _per_gpu_telemetry(ev, "gpu_util_pct", start_s, end_s + tail):
+    inside = _per_gpu_telemetry(ev, "gpu_util_pct", start_s, end_s)
+    after = _per_gpu_telemetry(ev, "gpu_util_pct", end_s, end_s + tail)
+    for v, later in zip(inside, after, strict=True):
         ok = v[np.isfinite(v)]
+        if ok.size == 0:
+            ok = later[np.isfinite(later)][:1]
         if ok.size == 0:
             return None
         means.append(float(np.mean(ok)))

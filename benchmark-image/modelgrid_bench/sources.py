@@ -213,10 +213,11 @@ class ReplaySource:
         update = meta.get("counter_update_s", DEFAULT_COUNTER_UPDATE_S)
         self._update_s = float(update) if isinstance(update, int | float) else 0.1
         self._lock = threading.Lock()
-        self._phase_name = LoadPhase.LOAD
+        # Idle until the session says otherwise, as a GPU before its model is loaded.
+        self._phase_name = LoadPhase.IDLE
         self._engine_processes = 0
         self._phase_t0_ns = time.monotonic_ns()
-        self._last_load_ns = self._phase_t0_ns
+        self._last_load_ns = self._phase_t0_ns - int(10 * UTIL_SAMPLE_PERIOD_S * 1e9)
         self._offsets = [float(tr.energy_j[0]) for tr in self._tracks]
 
     def set_phase(self, phase: LoadPhase, engine_processes: int) -> None:
@@ -301,7 +302,10 @@ class ReplaySource:
         with self._lock:
             # NVML's utilisation covers up to the last second: load that just ended still shows.
             recent = (time.monotonic_ns() - self._last_load_ns) / 1e9 < UTIL_SAMPLE_PERIOD_S
-            util = self._load_util_pct if not self._idle() or recent else 0.0
+            # The session, not the recording, decides whether the GPU is busy: a recording
+            # without an idle level still plays load power, but the GPU reads idle.
+            busy = self._phase_name is LoadPhase.LOAD or recent
+            util = self._load_util_pct if busy else 0.0
             procs = self._engine_processes
         # No throttling in a replay; the processes are the engine's (simulated), none other.
         return [

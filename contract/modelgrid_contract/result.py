@@ -376,6 +376,10 @@ class CompactRuns(_Strict):
     tokens_per_s: list[float]
 
 
+#: A figure that cannot be negative (power, energy, time, a rate).
+NonNegative = Annotated[float, Field(ge=0)]
+
+
 class CompactResult(_Strict):
     """What the operator reads. Keys of the program's original JSON are kept verbatim."""
 
@@ -394,24 +398,24 @@ class CompactResult(_Strict):
     node: str
     gpu: CompactGpu
     tier_metric: str
-    cv_time_scale_s: float
-    sample_interval_s: float
+    cv_time_scale_s: Annotated[float, Field(gt=0)]
+    sample_interval_s: Annotated[float, Field(gt=0)]
     power_cv: float | None
     power_cv_ci95: tuple[float, float] | None
-    power_cv_instant: float | None
-    avg_power_watts: float | None
-    peak_power_watts: float | None
-    power_std_w: float | None
-    p95_power_w: float | None
-    joules_per_token: float | None
-    tokens_per_joule: float | None
-    tokens_per_s: float | None
-    ttft_p50_s: float | None
-    energy_j: float | None
-    duration_s: float | None
-    output_tokens: int | None
-    idle_power_w: float | None
-    wh_per_1k_queries: float | None
+    power_cv_instant: NonNegative | None
+    avg_power_watts: NonNegative | None
+    peak_power_watts: NonNegative | None
+    power_std_w: NonNegative | None
+    p95_power_w: NonNegative | None
+    joules_per_token: NonNegative | None
+    tokens_per_joule: NonNegative | None
+    tokens_per_s: NonNegative | None
+    ttft_p50_s: NonNegative | None
+    energy_j: NonNegative | None
+    duration_s: NonNegative | None
+    output_tokens: Annotated[int, Field(ge=0)] | None
+    idle_power_w: NonNegative | None
+    wh_per_1k_queries: NonNegative | None
     energy_discrepancy_pct: float | None
     runs: CompactRuns | None
     run_stats: dict[str, Spread] | None

@@ -191,6 +191,11 @@ def compact_of(result: BenchmarkResult) -> CompactResult:
     return decode_compact(encode_compact(result))
 
 
+def _no_constants(name: str) -> float:
+    """JSON has no NaN or Infinity: a result that carries them is malformed."""
+    raise ValueError(f"{name} is not a number")
+
+
 def decode_compact(
     raw: str | bytes, limit_bytes: int = TERMINATION_MESSAGE_LIMIT_BYTES
 ) -> CompactResult:
@@ -204,8 +209,8 @@ def decode_compact(
             f"the result is {len(data)} bytes; at most {limit_bytes} are allowed",
         )
     try:
-        obj = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        obj = json.loads(data, parse_constant=_no_constants)
+    except (UnicodeDecodeError, json.JSONDecodeError, ValueError) as exc:
         raise ResultRejected(Reason.MALFORMED_RESULT, f"the result is not JSON: {exc}") from exc
     if not isinstance(obj, dict):
         raise ResultRejected(Reason.MALFORMED_RESULT, "the result is not a JSON object")
@@ -216,7 +221,7 @@ def decode_compact(
             f"schema {schema!r} is not understood; expected {SCHEMA_COMPACT!r}",
         )
     try:
-        return CompactResult.model_validate_json(data)
+        return CompactResult.model_validate_json(data, strict=True)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first.get("loc", ())) or "result"
