@@ -386,3 +386,29 @@ def simulated_session(
         )
     finally:
         source.close()
+
+
+#: Two 12 s runs at 100 W with a 10 W square ripple after a 1 s idle baseline at 60 W: a result
+#: that every check passes, for tests that change one thing and expect one refusal.
+PRICED_RUNS = ((1.0, 13.0), (13.5, 25.5))
+
+
+def priced_compact(*, seed: int = 0, **overrides: Any) -> dict[str, Any]:
+    """The compact result (as its JSON object) of a real analysis that passes every check."""
+    from modelgrid_bench.analysis import analyze
+    from modelgrid_contract.wire import encode_compact
+
+    ev = evidence(square(95.0, 105.0, 3.0), list(PRICED_RUNS), idle_w=60.0, seed=seed)
+    obj: dict[str, Any] = json.loads(encode_compact(analyze(ev)))
+    obj.update(overrides)
+    return obj
+
+
+def shipped_policy_spec(name: str = "model-card", **overrides: Any) -> dict[str, Any]:
+    """A shipped TierPolicy's spec (crds/tierpolicies/NAME.yaml) with some fields replaced."""
+    import yaml
+
+    root = Path(__file__).resolve().parents[1]
+    doc = yaml.safe_load((root / "crds" / "tierpolicies" / f"{name}.yaml").read_text())
+    spec: dict[str, Any] = {**doc["spec"], **overrides}
+    return spec
