@@ -9,10 +9,8 @@ from hypothesis import strategies as st
 
 from modelgrid_bench.analysis import analyze
 from modelgrid_bench.stats import (
-    bootstrap_mean_cv_ci,
     counter_knots,
     spread,
-    stationary_bootstrap_indices,
     weighted_percentile,
 )
 from tests import factory as f
@@ -54,55 +52,6 @@ def test_counter_knots_skip_the_first_read_and_detect_resets() -> None:
     assert not k.reset
     counter[20:] -= 40.0
     assert counter_knots(t, counter).reset
-
-
-def test_stationary_bootstrap_blocks_have_the_requested_mean_length() -> None:
-    rng = np.random.default_rng(0)
-    idx = stationary_bootstrap_indices(500, 200, 8.0, rng)
-    continues = np.diff(idx, axis=1) == 1
-    # The fraction of steps that continue a block is 1 - 1/L (up to wrap-around coincidences).
-    assert continues.mean() == pytest.approx(1 - 1 / 8.0, abs=0.01)
-    assert idx.min() >= 0
-    assert idx.max() < 500
-
-
-def _ar1(n: int, phi: float, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    x = np.empty(n)
-    x[0] = 0.0
-    e = rng.normal(0, 1, n)
-    for i in range(1, n):
-        x[i] = phi * x[i - 1] + e[i]
-    return 300.0 + 10.0 * x
-
-
-def test_block_bootstrap_respects_autocorrelation_where_iid_does_not() -> None:
-    # For strongly autocorrelated window powers the CV's sampling spread is far wider than an
-    # i.i.d. resample suggests. Compare against the true spread over independent series.
-    true_cvs = [np.std(s) / np.mean(s) for s in (_ar1(300, 0.9, k) for k in range(300))]
-    true_width = np.quantile(true_cvs, 0.975) - np.quantile(true_cvs, 0.025)
-    series = _ar1(300, 0.9, 12345)
-    block = bootstrap_mean_cv_ci([series], seed=1)
-    iid = bootstrap_mean_cv_ci([series], seed=1, mean_block=1.0)
-    assert block is not None
-    assert iid is not None
-    block_width = block[1] - block[0]
-    iid_width = iid[1] - iid[0]
-    assert iid_width < 0.6 * true_width
-    assert block_width > 1.5 * iid_width
-
-
-def test_bootstrap_ci_is_seeded_and_brackets_the_estimate() -> None:
-    series = [_ar1(60, 0.5, 1), _ar1(60, 0.5, 2)]
-    a = bootstrap_mean_cv_ci(series, seed=7)
-    b = bootstrap_mean_cv_ci(series, seed=7)
-    c = bootstrap_mean_cv_ci(series, seed=8)
-    assert a == b
-    assert a != c
-    assert a is not None
-    point = np.mean([np.std(s) / np.mean(s) for s in series])
-    assert a[0] < point < a[1]
-    assert bootstrap_mean_cv_ci([np.ones(3)], seed=0) is None
 
 
 # ------------------------------------------------------------------ properties of the analysis
