@@ -36,11 +36,18 @@ class BadInput(Exception):
     pass
 
 
-def _load(path: Path) -> Any:
+def _read(path: Path) -> str:
+    """A file's text; one line of error for a missing, unreadable or non-UTF-8 file."""
     try:
-        text = path.read_text()
+        return path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise BadInput(f"cannot read {path}: {exc}") from exc
+        raise BadInput(f"cannot read {path}: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise BadInput(f"{path} is not UTF-8 text (byte {exc.start})") from exc
+
+
+def _load(path: Path) -> Any:
+    text = _read(path)
     try:
         return json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
@@ -56,10 +63,7 @@ def shipped_policy(name: str = "model-card") -> TierPolicySpec:
 
 def _compact_text(path: Path) -> str:
     """A compact result as-is, or the compact form of a full result.json."""
-    try:
-        raw = path.read_text()
-    except OSError as exc:
-        raise BadInput(f"cannot read {path}: {exc}") from exc
+    raw = _read(path)
     try:
         obj = json.loads(raw)
     except json.JSONDecodeError:
@@ -216,7 +220,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = validate_result(text, spec, policy, check_identity=check)
         verdict = evaluate(result, spec, policy)
     except BadInput as exc:
-        print(f"modelgrid: error: {exc}", file=sys.stderr)
+        print(f"modelgrid: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except ResultRejected as exc:
         print(f"modelgrid: result refused: {exc.reason}: {exc.message}", file=sys.stderr)

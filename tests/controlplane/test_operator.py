@@ -290,8 +290,10 @@ def test_unschedulable_is_reported_with_the_schedulers_message(
 
 @pytest.mark.timeout(200)
 def test_a_failing_benchmark_ends_stalled_with_its_own_message(
-    api: client.ApiClient, namespace: str, operator: dict[str, Any]
+    cluster: Cluster, api: client.ApiClient, namespace: str, operator: dict[str, Any]
 ) -> None:
+    # The real OpenAI-compatible backend, against a port where nothing listens: not paced.
+    cluster.agent.extra_env.pop("MODELGRID_BACKEND_OVERRIDE", None)
     source = {"endpoint": {"url": "http://127.0.0.1:9", "servedModel": "m"}}
     body = _mq("q5")
     body["spec"]["model"]["source"] = source

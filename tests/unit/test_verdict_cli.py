@@ -123,3 +123,38 @@ def test_verdict_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     bad.write_text("{not json")
     assert main(["verdict", "--result", str(bad)]) == 3
     assert "MalformedResult" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "needle"),
+    [
+        ("result.json", b"\xff\xfe\x00not utf-8", "is not UTF-8"),
+        ("missing.json", None, "cannot read"),
+    ],
+)
+def test_unreadable_results_give_one_line_and_exit_2(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    name: str,
+    content: bytes | None,
+    needle: str,
+) -> None:
+    path = tmp_path / name
+    if content is not None:
+        path.write_bytes(content)
+    assert main(["verdict", "--result", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err
+    assert needle in err
+    assert "Traceback" not in err
+
+
+def test_an_invalid_policy_gives_one_line_and_exit_2(
+    run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "policy.yaml"
+    bad.write_text("spec:\n  tiers: []\n  disqualifyingFlags: [contention]\n")
+    assert main(["verdict", "--result", str(run_dir / "result.json"), "--policy", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err
+    assert "is not a valid TierPolicy" in err
