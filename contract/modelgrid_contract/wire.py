@@ -191,6 +191,26 @@ def compact_of(result: BenchmarkResult) -> CompactResult:
     return decode_compact(encode_compact(result))
 
 
+#: An oversized message is still read this far to tell a newer schema from a broken result.
+SCHEMA_PEEK_LIMIT_BYTES = 65536
+
+
+def _refuse_unknown_schema(data: bytes) -> None:
+    """A result too large for our schema may be a newer schema's: say so, not 'oversized'."""
+    if len(data) > SCHEMA_PEEK_LIMIT_BYTES:
+        return
+    try:
+        obj = json.loads(data, parse_constant=_no_constants)
+    except (UnicodeDecodeError, ValueError):
+        return
+    schema = obj.get("schema") if isinstance(obj, dict) else None
+    if isinstance(schema, str) and schema != SCHEMA_COMPACT:
+        raise ResultRejected(
+            Reason.UNKNOWN_SCHEMA,
+            f"schema {schema[:64]!r} is not understood; expected {SCHEMA_COMPACT!r}",
+        )
+
+
 def _no_constants(name: str) -> float:
     """JSON has no NaN or Infinity: a result that carries them is malformed."""
     raise ValueError(f"{name} is not a number")
@@ -204,6 +224,7 @@ def decode_compact(
     if len(data) == 0:
         raise ResultRejected(Reason.EMPTY_RESULT, "the benchmark left no termination message")
     if len(data) > limit_bytes:
+        _refuse_unknown_schema(data)
         raise ResultRejected(
             Reason.OVERSIZED_RESULT,
             f"the result is {len(data)} bytes; at most {limit_bytes} are allowed",

@@ -1,6 +1,14 @@
-"""`python -m modelgrid_operator`: run the operator (kopf, standalone, JSON logs)."""
+"""`python -m modelgrid_operator`: run the operator (kopf, standalone, JSON logs). Does I/O.
+
+Settings come from the environment (`MODELGRID_*`, see docs/operations.md); the only options are
+`--help` and `--version`, so that a mistyped invocation never starts an operator by accident.
+"""
 
 from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
 
 import kopf
 
@@ -8,7 +16,20 @@ from modelgrid_operator import handlers  # noqa: F401 - registers the handlers
 from modelgrid_operator.settings import Settings
 
 
-def main() -> None:
+def _parse(argv: Sequence[str]) -> None:
+    from modelgrid_operator import __version__
+
+    p = argparse.ArgumentParser(
+        prog="python -m modelgrid_operator",
+        description="The modelgrid operator: ModelQualification -> benchmark Job -> verdict. "
+        "Configured by MODELGRID_* environment variables (docs/operations.md).",
+    )
+    p.add_argument("--version", action="version", version=f"modelgrid-operator {__version__}")
+    p.parse_args(list(argv))
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    _parse(sys.argv[1:] if argv is None else argv)
     cfg = Settings.from_env()
     kopf.configure(log_format=kopf.LogFormat.JSON, verbose=False)
     kopf.run(

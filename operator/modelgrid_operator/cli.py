@@ -24,10 +24,11 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from modelgrid_contract.reasons import Reason
 from modelgrid_contract.result import SCHEMA_FULL, BenchmarkResult, CompactResult
 from modelgrid_contract.wire import ResultRejected, encode_compact
 from modelgrid_operator.api import QualificationSpec, TierPolicySpec
-from modelgrid_operator.verdict import Verdict, evaluate, validate_result
+from modelgrid_operator.verdict import Verdict, evaluate, validate_result, workload_digest
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_REFUSED = 0, 2, 3
 
@@ -95,7 +96,11 @@ def _spec(args: argparse.Namespace, result_text: str) -> tuple[QualificationSpec
         check = False
     if args.claims:
         claims = _load(args.claims)
-        if isinstance(claims, dict) and "spec" in claims:
+        if isinstance(claims, dict) and isinstance(claims.get("spec"), dict):
+            # A ModelQualification: its workload, when it declares one, must be the result's.
+            if "workload" in claims["spec"] and not args.qualification:
+                spec_doc = {**spec_doc, "workload": claims["spec"]["workload"]}
+                args.check_workload = True
             claims = claims["spec"].get("claims", {})
         if not isinstance(claims, dict):
             raise BadInput(f"{args.claims} holds no claims mapping")
@@ -218,6 +223,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         spec, check = _spec(args, text)
         policy_name, policy = _policy(args)
         result = validate_result(text, spec, policy, check_identity=check)
+        if getattr(args, "check_workload", False) and (
+            result.workload_digest != workload_digest(spec)
+        ):
+            raise ResultRejected(
+                Reason.WORKLOAD_MISMATCH,
+                f"the result is for workload {result.workload_digest}, not the claims' "
+                f"{workload_digest(spec)}",
+            )
         verdict = evaluate(result, spec, policy)
     except BadInput as exc:
         print(f"modelgrid: error: {' '.join(str(exc).split())}", file=sys.stderr)

@@ -174,3 +174,39 @@ def test_workload_bounds_have_readable_errors() -> None:
         Workload(top_p=0.0)
     assert Workload().digest() == Workload().digest()
     assert Workload(seed=1).digest() != Workload().digest()
+
+
+def test_an_oversized_result_of_a_newer_schema_is_refused_as_unknown_not_oversized() -> None:
+    newer = json.dumps({"schema": "modelgrid.bench/v2", "detail": "x" * 6000})
+    with pytest.raises(ResultRejected) as info:
+        decode_compact(newer)
+    assert info.value.reason == "UnknownSchemaVersion"
+    ours = json.dumps({"schema": "modelgrid.bench/v1", "detail": "x" * 6000})
+    with pytest.raises(ResultRejected) as big:
+        decode_compact(ours)
+    assert big.value.reason == "OversizedResult"
+
+
+@pytest.mark.timeout(60)
+def test_the_operator_prints_its_help_and_exits_without_starting() -> None:
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "modelgrid_operator", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=50,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "usage: python -m modelgrid_operator" in proc.stdout
+    assert "MODELGRID_" in proc.stdout
+    bad = subprocess.run(
+        [sys.executable, "-m", "modelgrid_operator", "--bogus"],
+        capture_output=True,
+        text=True,
+        timeout=50,
+        check=False,
+    )
+    assert bad.returncode == 2

@@ -158,3 +158,17 @@ def test_an_invalid_policy_gives_one_line_and_exit_2(
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1, err
     assert "is not a valid TierPolicy" in err
+
+
+def test_claims_from_a_qualification_with_another_workload_are_refused(
+    run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    other = tmp_path / "mq.yaml"
+    other.write_text(
+        yaml.safe_dump({"spec": {"claims": {"avgPowerW": 130}, "workload": {"samples": 999}}})
+    )
+    sandbox = REPO / "hack" / "sandbox" / "model-card-sandbox.yaml"  # accepts simulated results
+    args = ["--result", str(run_dir / "result.json"), "--policy", str(sandbox)]
+    code = main(["verdict", *args, "--claims", str(other)])
+    assert code == 3
+    assert "WorkloadMismatch" in capsys.readouterr().err
