@@ -292,6 +292,7 @@ class Reason(StrEnum):
     #: the benchmark exited with ExitCode.BAD_INPUT; the word is the contract's
     BAD_INPUT = WireReason.BAD_INPUT.value
     RESULT_REJECTED = "ResultRejected"
+    JOB_REFUSED = "JobRefused"
     POLICY_NOT_FOUND = "PolicyNotFound"
     POLICY_INVALID = "PolicyInvalid"
     SPEC_INVALID = "SpecInvalid"

@@ -23,8 +23,8 @@ from kubernetes import watch
 from modelgrid_operator import metrics
 from modelgrid_operator.api import GROUP, MQ_PLURAL, TP_PLURAL, VERSION
 from modelgrid_operator.jobs import ANNOTATION_QUALIFICATION, LABEL_MANAGED, MANAGED_BY, job_name
-from modelgrid_operator.kube import Kube
-from modelgrid_operator.reconcile import ActionKind, Observed, decide, parse_iso
+from modelgrid_operator.kube import JobRefused, Kube
+from modelgrid_operator.reconcile import ActionKind, Observed, decide, job_refused, parse_iso
 from modelgrid_operator.settings import Settings
 
 log = logging.getLogger("modelgrid_operator")
@@ -109,7 +109,13 @@ class Reconciler:
             log.info("superseding Job %s/%s", namespace, old)
             self.kube.delete_job(namespace, old)
         if d.action is ActionKind.CREATE_JOB and d.job is not None:
-            self.kube.create_job(namespace, d.job)
+            try:
+                self.kube.create_job(namespace, d.job)
+            except JobRefused as exc:
+                log.warning("Job for %s/%s refused: %s", namespace, name, exc)
+                d = job_refused(obs, d, exc.status, exc.message)
+                if not d.events:  # the namespace is going away: nothing to report
+                    return None
         self.kube.patch_qualification_status(namespace, name, d.status)
         new_phase = d.status.get("phase", status.get("phase"))
         if _changed(status, d.status):

@@ -8,6 +8,7 @@ made instead of duplicating it), status written through the status subresource o
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 from typing import Any, cast
 
@@ -18,6 +19,25 @@ from modelgrid_operator.api import GROUP, MQ_PLURAL, TP_PLURAL, VERSION
 from modelgrid_operator.jobs import LABEL_MANAGED, LABEL_QUALIFICATION, MANAGED_BY
 
 log = logging.getLogger(__name__)
+
+
+class JobRefused(Exception):
+    """The apiserver refused a Job the operator built (invalid, or forbidden): `status` is the
+    HTTP code, `message` the apiserver's own words."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"{status}: {message}")
+        self.status = status
+        self.message = message
+
+
+def _api_message(exc: ApiException) -> str:
+    try:
+        body = json.loads(exc.body or "{}")
+    except (TypeError, ValueError):
+        body = {}
+    text = body.get("message") if isinstance(body, dict) else None
+    return str(text or exc.reason or "refused")
 
 
 class Kube:
@@ -94,6 +114,8 @@ class Kube:
         try:
             return self._dict(self.batch.create_namespaced_job(namespace, manifest))
         except ApiException as exc:
+            if exc.status in (400, 403, 422):
+                raise JobRefused(int(exc.status), _api_message(exc)) from exc
             if exc.status != 409:
                 raise
             existing = self.get_job(namespace, manifest["metadata"]["name"])

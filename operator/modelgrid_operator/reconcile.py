@@ -100,12 +100,23 @@ def parse_iso(text: str | None) -> dt.datetime | None:
     return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
+#: reverifyAfter's bounds (the CRD's rule): a fresh run at most hourly, at least every 5 years.
+REVERIFY_MIN = dt.timedelta(hours=1)
+REVERIFY_MAX = dt.timedelta(days=1826)
+
+
 def parse_duration(text: str) -> dt.timedelta:
-    m = re.fullmatch(r"(\d+)(h|d)", text.strip())
+    """reverifyAfter ('72h', '365d') as a timedelta; ValueError outside 1h to 1826d."""
+    m = re.fullmatch(r"(\d{1,6})(h|d)", text.strip())
     if not m:
-        raise ValueError(f"reverifyAfter {text!r} is not like '365d' or '72h'")
+        raise ValueError(
+            f"reverifyAfter {text!r} is not a whole number of hours or days like '72h' or '365d'"
+        )
     n = int(m.group(1))
-    return dt.timedelta(days=n) if m.group(2) == "d" else dt.timedelta(hours=n)
+    d = dt.timedelta(days=n) if m.group(2) == "d" else dt.timedelta(hours=n)
+    if not REVERIFY_MIN <= d <= REVERIFY_MAX:
+        raise ValueError(f"reverifyAfter {text!r} is outside 1h to 1826d (five years)")
+    return d
 
 
 def _clip(text: str) -> str:
@@ -352,6 +363,13 @@ def decide(obs: Observed, settings: JobSettings, *, queue_cap_applies: bool = Tr
         return Decision(
             {**base, **status}, events=[("Warning", Reason.SPEC_INVALID.value, _clip(str(exc)))]
         )
+    try:
+        parse_duration(spec.reverify_after)
+    except ValueError as exc:
+        status = _failed(obs, Reason.SPEC_INVALID.value, f"the spec is invalid: {exc}")
+        return Decision(
+            {**base, **status}, events=[("Warning", Reason.SPEC_INVALID.value, _clip(str(exc)))]
+        )
     policy = _policy(obs)
     if isinstance(policy, tuple):
         reason, message = policy
@@ -530,6 +548,22 @@ def decide(obs: Observed, settings: JobSettings, *, queue_cap_applies: bool = Tr
     return decision
 
 
+#: A namespace being deleted refuses new objects; nothing to report to a qualification going too.
+TERMINATING_HINT = "being terminated"
+
+
+def job_refused(obs: Observed, decision: Decision, status_code: int, message: str) -> Decision:
+    """The apiserver refused the Job `decision` wanted to create: the qualification cannot run
+    as specified (or the operator may not create it), so it ends Failed with the apiserver's
+    words, instead of a retry every minute with no status."""
+    if status_code == 403 and TERMINATING_HINT in message:
+        return Decision(dict(obs.status), requeue_after_s=None)
+    name = (decision.job or {}).get("metadata", {}).get("name", "the benchmark Job")
+    text = f"the apiserver refused Job {name} ({status_code}): {message}"
+    status = {**decision.status, **_failed(obs, Reason.JOB_REFUSED.value, text)}
+    return Decision(status, events=[("Warning", Reason.JOB_REFUSED.value, _clip(text))])
+
+
 def _until(now: dt.datetime, when: dt.datetime | None) -> float | None:
     if when is None:
         return None
@@ -594,4 +628,12 @@ def _start(
     )
 
 
-__all__ = ["ActionKind", "Decision", "Observed", "decide", "job_name", "parse_duration"]
+__all__ = [
+    "ActionKind",
+    "Decision",
+    "Observed",
+    "decide",
+    "job_name",
+    "job_refused",
+    "parse_duration",
+]

@@ -444,6 +444,33 @@ INVALID_SPECS: list[tuple[str, dict[str, Any], str, str]] = [
         "attestation.signedDate must not be before attestation.dateTested",
     ),
     (
+        "node-selector-value-with-a-space",
+        _with("hardware", {"nodeSelector": {"topology.kubernetes.io/zone": "syd 1a"}}),
+        "spec.hardware.nodeSelector",
+        'nodeSelector value "syd 1a" of key "topology.kubernetes.io/zone" is not a label value',
+    ),
+    (
+        "node-selector-key-with-a-space",
+        _with("hardware", {"nodeSelector": {"bad key": "x"}}),
+        "spec.hardware.nodeSelector",
+        'nodeSelector key "bad key" is not a label key',
+    ),
+    (
+        "toleration-key-with-punctuation",
+        _with("hardware", {"tolerations": [{"key": "bad key!", "operator": "Exists"}]}),
+        "spec.hardware.tolerations[0]",
+        'toleration key "bad key!" is not a taint key',
+    ),
+    (
+        "toleration-seconds-without-no-execute",
+        _with(
+            "hardware",
+            {"tolerations": [{"key": "k", "effect": "NoSchedule", "tolerationSeconds": 30}]},
+        ),
+        "spec.hardware.tolerations[0]",
+        "tolerationSeconds applies only to effect NoExecute",
+    ),
+    (
         "exists-toleration-with-value",
         _with("hardware", {"tolerations": [{"key": "k", "operator": "Exists", "value": "v"}]}),
         "spec.hardware.tolerations[0]",
@@ -453,7 +480,19 @@ INVALID_SPECS: list[tuple[str, dict[str, Any], str, str]] = [
         "reverify-after-1y",
         _with("reverifyAfter", "1y"),
         "spec.reverifyAfter",
-        "should match '^[0-9]+(h|d)$'",
+        "reverifyAfter must be a whole number of hours or days between 1h and 1826d",
+    ),
+    (
+        "reverify-after-0h",
+        _with("reverifyAfter", "0h"),
+        "spec.reverifyAfter",
+        "between 1h and 1826d (five years), like 72h or 365d; got 0h",
+    ),
+    (
+        "reverify-after-overflow",
+        _with("reverifyAfter", "99999999999999d"),
+        "spec.reverifyAfter",
+        "between 1h and 1826d (five years)",
     ),
     (
         "parameter-count-words",

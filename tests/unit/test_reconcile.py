@@ -25,6 +25,8 @@ from modelgrid_operator.reconcile import (
     Decision,
     Observed,
     decide,
+    job_refused,
+    parse_duration,
 )
 from modelgrid_operator.verdict import workload_digest
 from tests import factory as f
@@ -1126,3 +1128,47 @@ def test_conditions_keep_their_transition_time_while_their_status_holds() -> Non
         SETTINGS,
     )
     assert again.status["conditions"] == after["conditions"]
+
+
+# --------------------------------------------------------------- what the operator cannot run
+
+
+def test_a_job_the_apiserver_refuses_ends_failed_with_its_words() -> None:
+    obs = observe()
+    d = decide(obs, SETTINGS)
+    message = 'Job.batch "x" is invalid: spec.template.spec.nodeSelector: Invalid value: "syd 1a"'
+    refused = job_refused(obs, d, 422, message)
+    st = refused.status
+    assert st["phase"] == "Failed"
+    assert_kstatus(st, "False", "False", "True")
+    stalled = cond(st, "Stalled")
+    assert stalled["reason"] == "JobRefused"
+    assert "(422)" in stalled["message"]
+    assert '"syd 1a"' in stalled["message"]
+    assert [(t, r) for t, r, _ in refused.events] == [("Warning", "JobRefused")]
+    assert refused.action is ActionKind.NONE
+
+
+def test_a_terminating_namespace_is_left_alone() -> None:
+    obs = observe()
+    d = decide(obs, SETTINGS)
+    gone = job_refused(
+        obs, d, 403, "unable to create new content in namespace t because it is being terminated"
+    )
+    assert gone.events == []
+    assert gone.action is ActionKind.NONE
+
+
+@pytest.mark.parametrize("value", ["0h", "0d", "1827d", "99999999999999d", "43825h"])
+def test_a_reverify_period_out_of_bounds_is_a_spec_error_not_a_crash(value: str) -> None:
+    d = decide(observe(spec=spec_dict(reverifyAfter=value)), SETTINGS)
+    assert d.action is ActionKind.NONE
+    assert d.status["phase"] == "Failed"
+    stalled = cond(d.status, "Stalled")
+    assert stalled["reason"] == "SpecInvalid"
+    assert "reverifyAfter" in stalled["message"]
+
+
+@pytest.mark.parametrize("value", ["1h", "72h", "365d", "1826d"])
+def test_reverify_periods_within_bounds_parse(value: str) -> None:
+    assert parse_duration(value) > dt.timedelta(0)
