@@ -6,6 +6,7 @@ and, like NVML's, only updates every `counter_update_s`; reads happen at `t_s` s
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import subprocess
@@ -31,6 +32,7 @@ from modelgrid_contract.result import (
     BackendInfo,
     BenchmarkResult,
     Environment,
+    EvidenceDigests,
     GpuInfo,
     PowerSourceInfo,
     PowerSourceKind,
@@ -253,12 +255,18 @@ def evidence(
         baseline=Interval(start_s=baseline[0], end_s=baseline[1]) if baseline else None,
         runs=run_records,
     )
-    return Evidence(
+    ev = Evidence(
         meta=meta(gpus=gpus, interval_s=interval_s, **meta_kw),  # type: ignore[arg-type]
         timeline=timeline,
         trace=trace,
         telemetry=tel if tel is not None else telemetry(end, gpus=gpus, util_pct=busy_in(runs)),
     )
+    # In memory, so no files: digests of the arrays stand in for the CSVs' bytes.
+    ev.digests = EvidenceDigests(
+        trace_sha256=hashlib.sha256(ev.trace.power_w.tobytes()).hexdigest(),
+        telemetry_sha256=hashlib.sha256(ev.telemetry.get("t_s").tobytes()).hexdigest(),
+    )
+    return ev
 
 
 #: The synthetic backend's decode step for runs that must be priceable: 4 samples x 300 tokens

@@ -37,9 +37,8 @@ from modelgrid_bench.stats import (
     sample_weights_s,
     sort_weighted,
     spread,
-    weighted_mean,
+    weighted_moments,
     weighted_percentiles,
-    weighted_variance,
     window_powers_w,
 )
 from modelgrid_contract.reasons import Reason
@@ -105,22 +104,32 @@ class InstantPower:
     t_s: FloatArray
     power_w: FloatArray
     cumulative_j: FloatArray
+    #: t_s never decreases (always, from validated evidence), so windows can be sliced
+    increasing: bool = False
 
     def integral(self, start_s: float, end_s: float) -> float:
         e = np.interp([start_s, end_s], self.t_s, self.cumulative_j)
         return float(e[1] - e[0])
 
+    def integrals(self, spans: list[tuple[float, float]]) -> list[float]:
+        """`integral` of each span, in one interpolation (a run has thousands of phases)."""
+        e = np.interp(np.array(spans, dtype=np.float64).reshape(-1), self.t_s, self.cumulative_j)
+        out: list[float] = (e[1::2] - e[0::2]).tolist()
+        return out
+
     def in_window(self, start_s: float, end_s: float) -> tuple[FloatArray, FloatArray]:
         """Samples in the window and their durations, clipped to the window."""
         t = self.t_s
-        # Only the samples from the last one at or before the window's start to the first one at
-        # or after its end can have a cell inside it; the cells of those at the ends, clipped to
-        # the window, do not depend on the neighbours left out. The same weights as over the
-        # whole trace, without computing a million zeros per run (times increase).
-        lo = max(int(np.searchsorted(t, start_s, side="right")) - 1, 0)
-        hi = min(int(np.searchsorted(t, end_s, side="left")) + 1, t.size)
-        if hi - lo < 2 or lo == 0 and hi == t.size:
-            lo, hi = 0, t.size  # a lone sample's weight is 1 whatever the window: not sliced
+        lo, hi = 0, t.size
+        if self.increasing:
+            # Only the samples from the last one at or before the window's start to the first
+            # one at or after its end can have a cell inside it, and the cells of those two,
+            # clipped to the window, do not depend on the neighbours left out: the same weights
+            # as over the whole trace, without a million zero weights per run.
+            lo = max(int(np.searchsorted(t, start_s, side="right")) - 1, 0)
+            hi = min(int(np.searchsorted(t, end_s, side="left")) + 1, t.size)
+            if hi - lo < 2:
+                lo, hi = 0, t.size  # a lone sample weighs 1 whatever the window: not sliced
         w = sample_weights_s(t[lo:hi], (start_s, end_s))
         keep = w > 0
         return self.power_w[lo:hi][keep], w[keep]
@@ -140,6 +149,15 @@ class _Sample:
     ranked: SortedSample
 
 
+def _finite_reads(t: FloatArray, v: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """The reads whose value is not NaN; the arrays themselves when all are (the usual case: a
+    boolean gather copies a million reads for nothing)."""
+    ok = np.isfinite(v)
+    if bool(np.all(ok)):
+        return t, v
+    return t[ok], v[ok]
+
+
 def energy_model(per_gpu: list[Trace], interval_s: float) -> EnergyModel:
     """Cumulative energy per GPU: the counter's knots where it is usable, else the integral.
 
@@ -151,8 +169,8 @@ def energy_model(per_gpu: list[Trace], interval_s: float) -> EnergyModel:
     counter_ok, reset = True, False
     gaps: list[tuple[float, float]] = []
     for g in per_gpu:
-        ok = np.isfinite(g.power_w)
-        integrals.append((g.t_s[ok], cumulative_energy_j(g.t_s[ok], g.power_w[ok])))
+        t_ok, p_ok = _finite_reads(g.t_s, g.power_w)
+        integrals.append((t_ok, cumulative_energy_j(t_ok, p_ok)))
         k = (
             counter_knots(g.t_s, g.energy_j, interval_s=interval_s)
             if np.any(np.isfinite(g.energy_j))
@@ -178,24 +196,33 @@ def energy_model(per_gpu: list[Trace], interval_s: float) -> EnergyModel:
 def instant_power(per_gpu: list[Trace]) -> InstantPower:
     """Total instant power on the first GPU's read times, each GPU's NaN reads skipped."""
     first = per_gpu[0]
-    grid = first.t_s[np.isfinite(first.power_w)]
+    grid, first_p = _finite_reads(first.t_s, first.power_w)
+    step = np.diff(grid)
     total = np.zeros_like(grid)
     for g in per_gpu:
-        ok = np.isfinite(g.power_w)
-        if np.any(ok):
-            total = total + np.interp(grid, g.t_s[ok], g.power_w[ok])
-    return InstantPower(grid, total, cumulative_energy_j(grid, total))
+        if g is first:
+            if grid.size and bool(np.all(step > 0)):
+                # np.interp at its own knots returns their values exactly (it tests x == xp[j]
+                # first), so the first GPU's needs no interpolation when no time repeats.
+                total = total + first_p
+            elif grid.size:
+                total = total + np.interp(grid, grid, first_p)
+            continue
+        t_ok, p_ok = _finite_reads(g.t_s, g.power_w)
+        if t_ok.size:
+            total = total + np.interp(grid, t_ok, p_ok)
+    increasing = bool(np.all(step >= 0))
+    return InstantPower(grid, total, cumulative_energy_j(grid, total), increasing)
 
 
 def _power_stats(p: FloatArray, w: FloatArray, ranked: SortedSample) -> PowerStats | None:
     """Time-weighted statistics of instant power; `ranked` is `sort_weighted(p, w)`."""
     if p.size == 0 or float(np.sum(w)) <= 0:
         return None
-    # Each figure once: the same arithmetic as coefficient_of_variation(p, w), which would
-    # recompute the mean and variance over every sample again.
-    mean = weighted_mean(p, w)
-    var = weighted_variance(p, w)
-    peak, low = float(np.max(p)), float(np.min(p))
+    # Each figure computed once (a million samples a run): the same values as weighted_mean,
+    # weighted_variance and coefficient_of_variation(p, w), which recompute one another.
+    m = weighted_moments(p, w)
+    mean, var, peak, low = m.mean, m.variance, m.max, m.min
     p5, p50, p95 = weighted_percentiles(ranked, (5, 50, 95))
     return PowerStats(
         avg_power_w=mean,
@@ -207,7 +234,7 @@ def _power_stats(p: FloatArray, w: FloatArray, ranked: SortedSample) -> PowerSta
         p5_power_w=p5,
         p50_power_w=p50,
         p95_power_w=p95,
-        power_cv_instant=float(np.sqrt(var) / mean) if p.size >= 2 and mean > 0 else None,
+        power_cv_instant=None if p.size < 2 or mean <= 0 else float(np.sqrt(var) / mean),
     )
 
 
@@ -222,7 +249,7 @@ def _throttled_s(ev: Evidence, start_s: float, end_s: float) -> float:
         return 0.0
     gpu = tel.get("gpu")
     worst = 0.0
-    for g in sorted({int(x) for x in gpu}):
+    for g in sorted({int(x) for x in np.unique(gpu)}):
         m = (gpu == g) & (t >= start_s) & (t <= end_s)
         if np.count_nonzero(m) < 2:
             continue
@@ -277,8 +304,8 @@ def _run_metrics(
     )
     pre_t = sum(hi - lo for lo, hi in pre)
     dec_t = sum(hi - lo for lo, hi in dec)
-    pre_j = sum(inst.integral(lo, hi) for lo, hi in pre) if pre else None
-    dec_j = sum(inst.integral(lo, hi) for lo, hi in dec) if dec else None
+    pre_j = sum(inst.integrals(pre)) if pre else None
+    dec_j = sum(inst.integrals(dec)) if dec else None
     above_idle = e_j - idle_power_w * duration if idle_power_w is not None else None
     temps = _telemetry_in(ev, "temperature_c", a, b)
     clocks = _telemetry_in(ev, "sm_clock_mhz", a, b)
@@ -406,22 +433,33 @@ def _measured_spans(ev: Evidence) -> list[tuple[float, float]]:
     return spans
 
 
-def sampler_health(ev: Evidence, runs: list[RunMetrics] | None = None) -> SamplerHealth:
+def sampler_health(
+    ev: Evidence, runs: list[RunMetrics] | None = None, per: list[Trace] | None = None
+) -> SamplerHealth:
     """Achieved interval and gaps over the whole measurement: the idle baseline and every run
     (model loading may stall the sampler harmlessly; a stall while anything is measured counts).
 
     Healthy: the achieved interval is at most 1.5x the requested one, at most 1 % of reads
     failed, and no run lost more than `MAX_EXCLUDED_WINDOW_SHARE` of its 1 s windows to gaps.
+    `per` is `ev.trace` split by GPU, when the caller has it already.
     """
     interval = ev.meta.sampler.interval_s
-    per = _per_gpu(ev.trace)
+    if per is None:
+        per = _per_gpu(ev.trace)
     t = per[0].t_s if per else np.zeros(0)
     gaps = np.diff(t) if t.size > 1 else np.zeros(0)
     spans = _measured_spans(ev)
     if gaps.size and spans:
         touches = np.zeros(gaps.size, dtype=bool)
-        for lo, hi in spans:
-            touches |= (t[1:] > lo) & (t[:-1] < hi)
+        if bool(np.all(gaps >= 0)):
+            # Times increase, so the read intervals a span touches are one slice: those with
+            # t[i + 1] > lo and t[i] < hi, found by bisection instead of two full comparisons.
+            for lo, hi in spans:
+                first = max(int(np.searchsorted(t, lo, side="right")) - 1, 0)
+                touches[first : int(np.searchsorted(t, hi, side="left"))] = True
+        else:
+            for lo, hi in spans:
+                touches |= (t[1:] > lo) & (t[:-1] < hi)
         gaps = gaps[touches]
     achieved = float(np.mean(gaps)) if gaps.size else float("inf")
     longest = float(np.max(gaps)) if gaps.size else float("inf")
@@ -685,8 +723,7 @@ def _measure(
 ]:
     runs: list[RunMetrics] = []
     windows: list[FloatArray] = []
-    pooled_p: list[FloatArray] = []
-    pooled_w: list[FloatArray] = []
+    samples: list[_Sample] = []
     idle_power_w: float | None = None
     per_gpu_avg: list[float] = []
     if not per:
@@ -697,11 +734,10 @@ def _measure(
     if base is not None and base.end_s > base.start_s:
         idle_power_w = energy.between(base.start_s, base.end_s) / (base.end_s - base.start_s)
     for run in ev.timeline.runs:
-        m, win, (p, w) = _run_metrics(ev, run, energy, inst, idle_power_w)
+        m, win, sample = _run_metrics(ev, run, energy, inst, idle_power_w)
         runs.append(m)
         windows.append(win)
-        pooled_p.append(p)
-        pooled_w.append(w)
+        samples.append(sample)
     total_t = sum(r.duration_s for r in runs)
     for i, _ in enumerate(per):
         single = EnergyModel(
@@ -709,7 +745,7 @@ def _measure(
         )
         e = sum(single.between(r.window_start_s, r.window_end_s) for r in runs)
         per_gpu_avg.append(e / total_t if total_t > 0 else 0.0)
-    pooled = _pooled(ev, runs, windows, pooled_p, pooled_w, idle_power_w)
+    pooled = _pooled(ev, runs, windows, samples, idle_power_w)
     return runs, windows, pooled, idle_power_w, per_gpu_avg, energy
 
 
@@ -730,7 +766,7 @@ def analyze(ev: Evidence) -> BenchmarkResult:
             Flag.ENERGY_FALLBACK,
             "energy is the integral of instant power: no usable energy counter",
         )
-    health = sampler_health(ev, runs)
+    health = sampler_health(ev, runs, per)
     _check_sampler(found, health)
     _check_windows(found, runs)
     _check_missing(found, runs)
@@ -788,8 +824,7 @@ def _pooled(
     ev: Evidence,
     runs: list[RunMetrics],
     windows: list[FloatArray],
-    pooled_p: list[FloatArray],
-    pooled_w: list[FloatArray],
+    samples: list[_Sample],
     idle_power_w: float | None,
 ) -> PooledMetrics | None:
     if not runs:
@@ -798,9 +833,9 @@ def _pooled(
     energy = sum(r.energy_j for r in runs)
     tokens = sum(r.output_tokens for r in runs)
     requests = sum(r.requests for r in runs)
-    p = np.concatenate(pooled_p) if pooled_p else np.zeros(0)
-    w = np.concatenate(pooled_w) if pooled_w else np.zeros(0)
-    stats = _power_stats(p, w)
+    p = np.concatenate([s.p for s in samples]) if samples else np.zeros(0)
+    w = np.concatenate([s.w for s in samples]) if samples else np.zeros(0)
+    stats = _power_stats(p, w, merge_sorted([s.ranked for s in samples]))
     cvs = [r.power_cv_1s for r in runs]
     power_cv = (
         float(np.mean([c for c in cvs if c is not None]))

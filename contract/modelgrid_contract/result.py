@@ -21,6 +21,7 @@ from pydantic import (
 )
 
 from modelgrid_contract._model import Strict as _Strict
+from modelgrid_contract._model import Wire as _Wire
 from modelgrid_contract.workload import Workload
 
 SCHEMA_FULL: Final = "modelgrid.bench/full/v1"
@@ -120,15 +121,15 @@ class SamplerHealth(_Strict):
     healthy: bool
 
 
-class Spread(_Strict):
+class Spread(_Wire):
     """Run-to-run statistics of one metric (sample std, ddof=1, as in the per-run reports)."""
 
-    n: int
+    n: int = Field(ge=0, le=1000)
     mean: float
-    std: float
+    std: float = Field(ge=0)
     min: float
     max: float
-    range: float
+    range: float = Field(ge=0)
     cv: float | None
 
 
@@ -258,7 +259,7 @@ class WorkDone(_Strict):
     message: str = ""
 
 
-class EvidenceDigests(_Strict):
+class EvidenceDigests(_Wire):
     """sha256 of the evidence files a result was derived from, so a status is tied to them."""
 
     trace_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
@@ -281,13 +282,24 @@ class Flag(StrEnum):
     NO_INTERVAL = "no_interval"
 
 
-class Refusal(_Strict):
+class Refusal(_Wire):
     reason: str
     message: str
 
 
 TIER_METRIC = "power_cv_1s"
 TIER_METRIC_TIME_SCALE_S = 1.0
+
+# The limits behind the flags, shared so that the operator can check a result's figures
+# against the same numbers the benchmark flagged them with.
+#: Counter energy and the instant-power integral may disagree by this much (%).
+ENERGY_DISCREPANCY_LIMIT_PCT = 3.0
+#: Usable 1 s windows a run needs for the tier metric to be priced.
+MIN_WINDOWS_FOR_TIER = 10
+#: Above this share of a run's 1 s windows excluded by sampler gaps, the run is not priced.
+MAX_EXCLUDED_WINDOW_SHARE = 0.10
+#: Above this share of a run's reads missing (NaN), the run is not priced.
+MAX_MISSING_READING_SHARE = 0.01
 
 
 class BenchmarkResult(_Strict):
@@ -340,25 +352,25 @@ class BenchmarkResult(_Strict):
 # --------------------------------------------------------------------------- compact form
 
 
-class CompactGpu(_Strict):
+class CompactGpu(_Wire):
     name: str
-    count: int
+    count: int = Field(ge=0, le=64)
     driver: str
     cuda: str
     uuids: list[str]
 
 
-class CompactWork(_Strict):
+class CompactWork(_Wire):
     """The work-done gate's figures in the compact form (see `WorkDone`)."""
 
     j_per_token_above_idle_min: float | None
-    gpu_util_pct_min: float | None
-    engine_processes_min: int | None
+    gpu_util_pct_min: Annotated[float, Field(ge=0, le=100)] | None
+    engine_processes_min: Annotated[int, Field(ge=0, le=1024)] | None
     engine_on_gpu_expected: bool
     passed: bool
 
 
-class CompactWindows(_Strict):
+class CompactWindows(_Wire):
     """How much of the measurement the tier metric rests on."""
 
     used: int = Field(ge=0)
@@ -369,11 +381,18 @@ class CompactWindows(_Strict):
     ci_method: str
 
 
-class CompactRuns(_Strict):
-    power_cv: list[float | None]
-    avg_power_w: list[float]
-    joules_per_token: list[float | None]
-    tokens_per_s: list[float]
+class CompactRuns(_Wire):
+    power_cv: list[Annotated[float, Field(ge=0)] | None]
+    avg_power_w: list[Annotated[float, Field(ge=0)]]
+    joules_per_token: list[Annotated[float, Field(ge=0)] | None]
+    tokens_per_s: list[Annotated[float, Field(ge=0)]]
+
+    @model_validator(mode="after")
+    def _one_value_per_run(self) -> CompactRuns:
+        n = {len(self.power_cv), len(self.avg_power_w), len(self.joules_per_token)}
+        if n != {len(self.tokens_per_s)}:
+            raise ValueError("every per-run list must have one value per run")
+        return self
 
 
 #: A figure that cannot be negative (power, energy, time, a rate).

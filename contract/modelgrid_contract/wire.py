@@ -201,7 +201,7 @@ def _refuse_unknown_schema(data: bytes) -> None:
         return
     try:
         obj = json.loads(data, parse_constant=_no_constants)
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
         return
     schema = obj.get("schema") if isinstance(obj, dict) else None
     if isinstance(schema, str) and schema != SCHEMA_COMPACT:
@@ -209,6 +209,16 @@ def _refuse_unknown_schema(data: bytes) -> None:
             Reason.UNKNOWN_SCHEMA,
             f"schema {schema[:64]!r} is not understood; expected {SCHEMA_COMPACT!r}",
         )
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A key given twice is ambiguous (parsers disagree on which wins): malformed."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"the key {key!r} appears twice")
+        out[key] = value
+    return out
 
 
 def _no_constants(name: str) -> float:
@@ -230,8 +240,8 @@ def decode_compact(
             f"the result is {len(data)} bytes; at most {limit_bytes} are allowed",
         )
     try:
-        obj = json.loads(data, parse_constant=_no_constants)
-    except (UnicodeDecodeError, json.JSONDecodeError, ValueError) as exc:
+        obj = json.loads(data, parse_constant=_no_constants, object_pairs_hook=_unique_keys)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise ResultRejected(Reason.MALFORMED_RESULT, f"the result is not JSON: {exc}") from exc
     if not isinstance(obj, dict):
         raise ResultRejected(Reason.MALFORMED_RESULT, "the result is not a JSON object")

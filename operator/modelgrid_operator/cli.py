@@ -55,6 +55,8 @@ def _load(path: Path) -> Any:
         raise BadInput(
             f"{path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}"
         ) from exc
+    except RecursionError as exc:
+        raise BadInput(f"{path} is nested too deeply to be a document of ours") from exc
 
 
 def shipped_policy(name: str = "model-card") -> TierPolicySpec:
@@ -67,7 +69,7 @@ def _compact_text(path: Path) -> str:
     raw = _read(path)
     try:
         obj = json.loads(raw)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         return raw  # let validation refuse it with its reason
     if isinstance(obj, dict) and obj.get("schema") == SCHEMA_FULL:
         try:
@@ -88,7 +90,7 @@ def _spec(args: argparse.Namespace, result_text: str) -> tuple[QualificationSpec
         try:
             obj = json.loads(result_text)
             name = str(obj.get("model") or "model")
-        except (json.JSONDecodeError, AttributeError):
+        except (json.JSONDecodeError, AttributeError, RecursionError):
             name = "model"
         spec_doc = {
             "model": {"name": name, "source": {"randomWeights": {"architecture": "tiny-llama"}}}

@@ -17,11 +17,22 @@ offline exactly what the cluster will decide. Decisions made here (see docs/api.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from modelgrid_contract.reasons import Reason
-from modelgrid_contract.result import CompactResult, Flag, normalise_product
+from modelgrid_contract.result import (
+    ENERGY_DISCREPANCY_LIMIT_PCT,
+    MAX_EXCLUDED_WINDOW_SHARE,
+    MAX_MISSING_READING_SHARE,
+    MIN_WINDOWS_FOR_TIER,
+    TIER_METRIC,
+    TIER_METRIC_TIME_SCALE_S,
+    CompactResult,
+    Flag,
+    normalise_product,
+)
 from modelgrid_contract.wire import ResultRejected, decode_compact
 from modelgrid_contract.workload import Workload
 from modelgrid_operator.api import (
@@ -66,6 +77,8 @@ def validate_result(
     if check_identity:
         _identity(result, spec)
     _consistent(result)
+    _complete(result)
+    _plausible_interval(result)
     _work_done(result, policy)
     _disqualified(result, policy)
     _priceable(result, policy)
@@ -126,7 +139,30 @@ ENERGY_CONSISTENCY = 0.01
 
 def _consistent(result: CompactResult) -> None:
     """Figures that contradict each other: the result was not produced by the benchmark."""
+    if result.tier_metric != TIER_METRIC or result.cv_time_scale_s != TIER_METRIC_TIME_SCALE_S:
+        raise ResultRejected(
+            Reason.INCONSISTENT_RESULT,
+            f"the result's tier metric is {result.tier_metric!r} over "
+            f"{result.cv_time_scale_s:g} s, not {TIER_METRIC!r} over "
+            f"{TIER_METRIC_TIME_SCALE_S:g} s",
+        )
     avg, e, d = result.avg_power_watts, result.energy_j, result.duration_s
+    if avg is not None and (e is None or d is None or d <= 0):
+        raise ResultRejected(
+            Reason.INCONSISTENT_RESULT,
+            "an average power needs the energy and a positive duration it was derived from",
+        )
+    jpt, tokens = result.joules_per_token, result.output_tokens
+    if jpt is not None and e is not None:
+        if not tokens:
+            raise ResultRejected(
+                Reason.INCONSISTENT_RESULT, "energy per token without any output token"
+            )
+        if abs(jpt - e / tokens) > ENERGY_CONSISTENCY * max(e / tokens, 1e-9):
+            raise ResultRejected(
+                Reason.INCONSISTENT_RESULT,
+                f"{jpt:.4g} J per token contradicts energy / output tokens = {e / tokens:.4g}",
+            )
     if avg is not None and e is not None and d is not None and d > 0:
         derived = e / d
         if abs(avg - derived) > ENERGY_CONSISTENCY * max(abs(derived), 1e-9):
@@ -166,6 +202,67 @@ def _consistent(result: CompactResult) -> None:
 
 #: Backends whose engine runs in the benchmark's own process, on the measured GPUs.
 ENGINE_IN_POD_BACKENDS = frozenset({"transformers"})
+
+
+def _complete(result: CompactResult) -> None:
+    """A priceable result says what it rests on: its windows, and (when measured on a real
+    GPU) the digests of its evidence."""
+    win = result.windows
+    if win is None:
+        raise ResultRejected(
+            Reason.INCONSISTENT_RESULT, "the result does not say which windows it rests on"
+        )
+    if not result.simulated and result.evidence is None:
+        raise ResultRejected(
+            Reason.INCONSISTENT_RESULT, "a measured result must carry its evidence digests"
+        )
+    if result.power_cv is not None and win.used < 2:
+        raise ResultRejected(
+            Reason.INCONSISTENT_RESULT,
+            f"a power CV from {win.used} 1 s windows is not a measurement",
+        )
+
+
+def implied_flags(result: CompactResult) -> list[Flag]:
+    """Flags the result's own figures call for, whether or not the benchmark raised them:
+    the operator prices the figures, not the benchmark's word about them."""
+    out: list[Flag] = []
+    disc = result.energy_discrepancy_pct
+    if disc is not None and abs(disc) > ENERGY_DISCREPANCY_LIMIT_PCT:
+        out.append(Flag.ENERGY_DISCREPANCY)
+    win = result.windows
+    if win is not None:
+        total = win.used + win.excluded
+        if win.min_per_run < MIN_WINDOWS_FOR_TIER:
+            out.append(Flag.SHORT_WINDOW)
+        if total and win.excluded / total > MAX_EXCLUDED_WINDOW_SHARE:
+            out.append(Flag.SAMPLER_DEGRADED)
+        if win.readings and win.missing_readings / win.readings > MAX_MISSING_READING_SHARE:
+            out.append(Flag.MISSING_READINGS)
+    return out
+
+
+#: An interval narrower than this many standard errors of a CV cannot come from `used`
+#: windows (the calibrated 95 % interval is about 2 x 1.96 of them wide).
+MIN_INTERVAL_HALF_WIDTH_SE = 0.5
+
+
+def _plausible_interval(result: CompactResult) -> None:
+    """An interval too narrow for the windows it rests on was not computed from them."""
+    ci, cv, win = result.power_cv_ci95, result.power_cv, result.windows
+    if ci is None or cv is None or win is None or cv == 0:
+        return
+    runs = len(result.runs.power_cv) if result.runs is not None else 1
+    dof = max(win.used - max(runs, 1), 1)
+    # Width only: a real interval may be lopsided (a CV near its lower bound of 0, or the
+    # bias correction), so neither side alone says anything.
+    half = MIN_INTERVAL_HALF_WIDTH_SE * cv / math.sqrt(2.0 * dof)
+    if ci[1] - ci[0] < 2.0 * half:
+        raise ResultRejected(
+            Reason.INCONSISTENT_RESULT,
+            f"the 95% interval [{ci[0]:.4g}, {ci[1]:.4g}] is too narrow for a CV of {cv:.4g} "
+            f"from {win.used} 1 s windows",
+        )
 
 
 def _work_done(result: CompactResult, policy: TierPolicySpec) -> None:
@@ -219,7 +316,7 @@ def _flag_figure(flag: Flag, result: CompactResult) -> str:
 
 def _disqualified(result: CompactResult, policy: TierPolicySpec) -> None:
     """A flag the policy makes disqualifying."""
-    for flag in result.flags:
+    for flag in [*result.flags, *implied_flags(result)]:
         if flag in policy.disqualifying_flags:
             raise ResultRejected(
                 Reason.DISQUALIFYING_FLAG,
@@ -412,7 +509,8 @@ def evaluate(
                     "requested."
                 )
             else:
-                worse = _worse(tier, policy)
+                # Without an interval nothing bounds the CV: standard pricing, the last tier.
+                worse = policy.tiers[-1] if ci is None else _worse(tier, policy)
                 parts.append(
                     f"Borderline: {upper}, so the worse tier applies: {worse.label or worse.name}."
                 )

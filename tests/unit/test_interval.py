@@ -7,7 +7,14 @@ import math
 import numpy as np
 import pytest
 
-from modelgrid_bench.interval import MIN_WINDOWS_PER_RUN, CvEstimate, tier_metric_estimate
+from modelgrid_bench import interval
+from modelgrid_bench.interval import (
+    METHOD,
+    MIN_WINDOWS_PER_RUN,
+    PHI_GRID,
+    CvEstimate,
+    tier_metric_estimate,
+)
 
 FloatArray = np.ndarray
 
@@ -46,6 +53,38 @@ def test_coverage_at_ten_windows_per_run_is_near_nominal(phi: float) -> None:
         covered += est.low <= 0.05 <= est.high
     sd = math.sqrt(0.95 * 0.05 / datasets)
     assert 0.95 - 3.29 * sd <= covered / datasets <= 0.995
+
+
+@pytest.mark.timeout(60)
+def test_upper_end_is_calibrated_under_its_own_null(monkeypatch: pytest.MonkeyPatch) -> None:
+    # With AR(1) windows at 10 per run phi_hat is biased low, so the bootstrap at the fit
+    # simulates series less persistent than those the upper end stands for and puts it too low.
+    # Test inversion simulates at (c, phi_hat(c)) instead; phi_hat(c) grows with c, so the
+    # upper end moves up, while for long runs (phi well determined) both nearly agree.
+    assert METHOD.endswith("-test-inversion")
+    inverted = [estimate(dataset(seed, 0.6, 10, cv=0.11), seed=seed) for seed in range(4)]
+    long_inverted = estimate(dataset(9, 0.6, 300), seed=0)
+    monkeypatch.setattr(interval, "INVERSION_STEPS", 0)
+    at_fit = [estimate(dataset(seed, 0.6, 10, cv=0.11), seed=seed) for seed in range(4)]
+    long_at_fit = estimate(dataset(9, 0.6, 300), seed=0)
+    for a, b in zip(inverted, at_fit, strict=True):
+        assert a.method == METHOD
+        assert a.high > b.high
+        assert a.cv == b.cv
+    assert long_inverted.high == pytest.approx(long_at_fit.high, rel=0.01)
+    assert long_inverted.low == pytest.approx(long_at_fit.low, rel=0.01)
+
+
+@pytest.mark.timeout(60)
+def test_likelihood_maximum_at_the_phi_grid_edge_is_not_extrapolated() -> None:
+    # A log-likelihood still rising at phi = 0.97 must give the edge value, not the vertex of
+    # a parabola beyond the grid (which made the profile likelihood jump above its maximum).
+    rising = np.vstack([np.linspace(0.0, 5.0, PHI_GRID.size) ** 2, -((PHI_GRID - 0.3) ** 2)])
+    best, phi = interval._parabola_max(rising)
+    assert best[0] == pytest.approx(25.0)
+    assert phi[0] == PHI_GRID[-1]
+    assert best[1] == pytest.approx(0.0, abs=1e-12)
+    assert phi[1] == pytest.approx(0.3, abs=1e-9)
 
 
 @pytest.mark.timeout(60)

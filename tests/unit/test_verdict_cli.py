@@ -172,3 +172,17 @@ def test_claims_from_a_qualification_with_another_workload_are_refused(
     code = main(["verdict", *args, "--claims", str(other)])
     assert code == 3
     assert "WorkloadMismatch" in capsys.readouterr().err
+
+
+def test_a_deeply_nested_file_gives_one_line_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    deep = tmp_path / "policy.yaml"
+    deep.write_text("[" * 5000 + "]" * 5000)
+    result = tmp_path / "r.json"
+    result.write_text("[" * 2000 + "]" * 2000)
+    assert main(["verdict", "--result", str(result)]) == 3  # a result: refused as malformed
+    assert "MalformedResult" in capsys.readouterr().err
+    assert main(["verdict", "--result", str(result), "--policy", str(deep)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err

@@ -174,7 +174,90 @@ def test_no_interval_is_never_a_price_without_borderline() -> None:
     worse = evaluate(r, SPEC, _policy())
     assert worse.borderline
     assert worse.tier is not None
-    assert worse.tier.number == 2  # WorseTier: the next worse tier
+    assert worse.tier.number == 3  # nothing bounds the CV: the last tier, standard pricing
+    assert worse.discount_percent == 0.0
     assert "No confidence interval" in worse.reasoning
     rerun = evaluate(r, SPEC, _policy(borderline="Rerun", maxReruns=1))
     assert rerun.rerun_requested
+
+
+# ------------------------------------------------- what a broken or hostile pod could write
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        ("[" * 2000 + "]" * 2000, Reason.MALFORMED_RESULT),  # deep nesting, under 4096 bytes
+        ('{"schema":"modelgrid.bench/v1","ok":true,"ok":false}', Reason.MALFORMED_RESULT),
+    ],
+)
+def test_pathological_json_is_malformed_never_a_crash(raw: str, reason: Reason) -> None:
+    assert _refusal(raw).reason == reason
+
+
+def test_per_run_lists_of_unequal_length_are_malformed() -> None:
+    obj = json.loads(_raw())
+    obj["runs"]["power_cv"] = obj["runs"]["power_cv"][:1]
+    assert _refusal(json.dumps(obj)).reason == Reason.MALFORMED_RESULT
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        ("runs", "avg_power_w", 0),
+        ("run_stats", "avg_power_w", "mean"),
+        ("work", "gpu_util_pct_min"),
+    ],
+)
+def test_nested_infinities_are_malformed(path: tuple[Any, ...]) -> None:
+    obj = json.loads(_raw())
+    target = obj
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = "@@"
+    raw = json.dumps(obj).replace('"@@"', "1e999")
+    assert _refusal(raw).reason == Reason.MALFORMED_RESULT
+
+
+def test_utilisation_above_100_percent_is_malformed() -> None:
+    assert _refusal(_raw(work={"gpu_util_pct_min": 500.0})).reason == Reason.MALFORMED_RESULT
+
+
+@pytest.mark.parametrize(
+    ("overrides", "flag"),
+    [
+        ({"energy_discrepancy_pct": 10.0}, "energy_discrepancy"),
+        ({"windows": {"missing_readings": 480, "readings": 960}}, "missing_readings"),
+        ({"windows": {"min_per_run": 2}}, "short_window"),
+        ({"windows": {"excluded": 10}}, "sampler_degraded"),
+    ],
+)
+def test_the_figures_imply_their_flags_when_the_benchmark_leaves_them_out(
+    overrides: dict[str, Any], flag: str
+) -> None:
+    err = _refusal(_raw(flags=[], **overrides))
+    assert err.reason == Reason.DISQUALIFYING_FLAG
+    assert f"flag {flag}" in err.message
+
+
+@pytest.mark.parametrize(
+    ("overrides", "needle"),
+    [
+        ({"windows": None}, "which windows it rests on"),
+        ({"evidence": None}, "evidence digests"),
+        ({"windows": {"used": 0}}, "from 0 1 s windows"),
+        ({"power_cv_ci95": "@cv"}, "too narrow"),
+        ({"tier_metric": "anything"}, "tier metric"),
+        ({"cv_time_scale_s": 1000.0}, "tier metric"),
+        ({"duration_s": 0.0}, "positive duration"),
+        ({"output_tokens": 0}, "without any output token"),
+        ({"joules_per_token": 99.0}, "contradicts energy / output tokens"),
+    ],
+)
+def test_figures_the_operator_cross_checks(overrides: dict[str, Any], needle: str) -> None:
+    if overrides.get("power_cv_ci95") == "@cv":
+        cv = f.priced_compact()["power_cv"]
+        overrides = {"power_cv_ci95": [cv, cv]}
+    err = _refusal(_raw(**overrides))
+    assert err.reason == Reason.INCONSISTENT_RESULT
+    assert needle in err.message
