@@ -43,6 +43,10 @@ from modelgrid_bench.stats import (
 )
 from modelgrid_contract.reasons import Reason
 from modelgrid_contract.result import (
+    ENERGY_DISCREPANCY_LIMIT_PCT,
+    MAX_EXCLUDED_WINDOW_SHARE,
+    MAX_MISSING_READING_SHARE,
+    MIN_WINDOWS_FOR_TIER,
     TIER_METRIC,
     TIER_METRIC_TIME_SCALE_S,
     BenchmarkResult,
@@ -56,18 +60,14 @@ from modelgrid_contract.result import (
     WorkDone,
 )
 
-ENERGY_DISCREPANCY_LIMIT_PCT = 3.0
-MIN_WINDOWS_FOR_TIER = 10
 BASELINE_BUSY_UTIL_PCT = 10.0
 THROTTLE_FLAG_FRACTION = 0.01
-#: Above this share of a run's 1 s windows excluded by sampler gaps, the run is not priced.
-MAX_EXCLUDED_WINDOW_SHARE = 0.10
-#: Above this share of a run's reads missing (NaN), the run is not priced.
-MAX_MISSING_READING_SHARE = 0.01
 #: Above this share of reads failing, the sampler is degraded.
 MAX_READ_ERROR_SHARE = 0.01
 #: With no energy counter, a read gap longer than this many intervals makes energy uncertain.
 FALLBACK_GAP_INTERVALS = 4.0
+#: Telemetry a check rests on must be reported in at least this share of its reads.
+MIN_REPORTED_SHARE = 0.5
 
 _Num = TypeVar("_Num", float, int)
 
@@ -405,6 +405,8 @@ def _least_busy_util_pct(ev: Evidence, start_s: float, end_s: float) -> float | 
     after = _per_gpu_telemetry(ev, "gpu_util_pct", end_s, end_s + tail)
     for v, later in zip(inside, after, strict=True):
         ok = v[np.isfinite(v)]
+        if v.size and ok.size < MIN_REPORTED_SHARE * v.size:
+            return None  # mostly missing: a few reads cannot stand for the run
         if ok.size == 0:
             ok = later[np.isfinite(later)][:1]
         if ok.size == 0:
@@ -624,13 +626,32 @@ def _check_tokens(found: _Findings, ev: Evidence) -> None:
         found.flag(Flag.TOKEN_MISMATCH)
 
 
+def _unlisted_process_reads(ev: Evidence) -> tuple[int, int]:
+    """(reads whose process count is missing, reads) over the baseline and the runs."""
+    t, procs = ev.telemetry.get("t_s"), ev.telemetry.get("process_count")
+    inside = np.zeros(t.size, dtype=bool)
+    for lo, hi in _measured_spans(ev):
+        inside |= (t >= lo) & (t <= hi)
+    p = procs[inside]
+    return int(np.count_nonzero(~np.isfinite(p) | (p < 0))), int(p.size)
+
+
 def _check_contention(found: _Findings, ev: Evidence) -> None:
-    """Other processes on a GPU, or a GPU busy during the idle baseline: refused."""
-    procs = ev.telemetry.get("process_count")
-    if procs.size == 0 or np.any(procs < 0) or not np.all(np.isfinite(procs)):
+    """Other processes on a GPU, or a GPU busy during the idle baseline: refused; and so is a
+    measurement in which the processes on the GPUs could mostly not be listed, since nothing
+    then shows that the GPUs were not shared."""
+    missing, reads = _unlisted_process_reads(ev)
+    if missing:
         found.notes.append(
-            "contention check incomplete: the source could not list the compute processes on "
-            "every GPU"
+            f"contention check incomplete: {missing} of {reads} telemetry reads could not list "
+            "the compute processes"
+        )
+    if reads == 0 or missing > (1.0 - MIN_REPORTED_SHARE) * reads:
+        found.refuse(
+            Reason.CONTENTION,
+            f"contention could not be checked: the compute processes were listed in "
+            f"{reads - missing} of {reads} telemetry reads (at least "
+            f"{MIN_REPORTED_SHARE:.0%} are needed)",
         )
     crowded, busy, why = _contention(ev)
     if crowded:

@@ -144,6 +144,11 @@ def _parser() -> argparse.ArgumentParser:
     an.add_argument("directory", type=Path)
     an.add_argument("--full", action="store_true")
     an.add_argument("--write", action="store_true", help="rewrite result*.json in the directory")
+    an.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="read the trace from trace.csv alone, never from its columnar copy trace.npz",
+    )
     return p
 
 
@@ -274,7 +279,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_analyze(args: argparse.Namespace) -> int:
-    result = analyze(read_evidence(args.directory))
+    result = analyze(read_evidence(args.directory, use_cache=not args.no_cache))
     if args.write:
         write_result(args.directory, result)
     _emit(result, args.full)

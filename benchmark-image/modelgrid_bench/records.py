@@ -157,9 +157,9 @@ class SessionMeta(_Strict):
     power_source: PowerSourceInfo
     sampler: SamplerConfig
     environment: Environment
-    sampler_read_errors: int = 0
+    sampler_read_errors: int = Field(0, ge=0)
     allowed_gpu_processes: int = Field(
-        1, description="Compute processes expected on each GPU (the engine's own)"
+        1, ge=0, le=64, description="Compute processes expected on each GPU (the engine's own)"
     )
     expected_output_tokens_per_request: int | None = None
     notes: list[str] = Field(default_factory=list)

@@ -264,8 +264,17 @@ def check_consistency(
     trace: dict[str, FloatArray],
     telemetry: dict[str, FloatArray],
 ) -> None:
-    """Across files: the same GPUs everywhere, and a trace that covers every run."""
-    env = {g.index for g in meta.environment.gpus}
+    """Across files: distinct GPUs, the same everywhere, and a trace that covers every run
+    and the idle baseline (an uncovered baseline would be extrapolated, not measured)."""
+    indices = [g.index for g in meta.environment.gpus]
+    uuids = [g.uuid for g in meta.environment.gpus]
+    for what, values in (("index", indices), ("uuid", uuids)):
+        dup = next((v for i, v in enumerate(values) if v in values[:i]), None)
+        if dup is not None:
+            raise BadInputError(
+                f"{EVIDENCE_FILE} meta.environment.gpus: GPU {what} {dup!r} appears twice"
+            )
+    env = set(indices)
     if env:
         _check_gpu_set(TRACE_FILE, trace["gpu"], env, all_needed=True)
         _check_gpu_set(TELEMETRY_FILE, telemetry["gpu"], env, all_needed=False)
@@ -276,6 +285,16 @@ def check_consistency(
     spans = _gpu_spans(trace["t_s"], trace["gpu"])
     if timeline.runs and not spans:
         raise _fail(TRACE_FILE, None, None, "has no samples, so it covers no run")
+    base = timeline.baseline
+    for g, (first, last) in sorted(spans.items()):
+        if base is not None and (first > base.start_s or last < base.end_s):
+            raise _fail(
+                TRACE_FILE,
+                None,
+                "t_s",
+                f"GPU {g}'s samples span {_num(first)}-{_num(last)} s and do not cover "
+                f"{EVIDENCE_FILE} timeline.baseline ({_num(base.start_s)}-{_num(base.end_s)} s)",
+            )
     for k, run in enumerate(timeline.runs):
         for g, (first, last) in sorted(spans.items()):
             if first > run.start_s or last < run.end_s:

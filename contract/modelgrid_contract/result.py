@@ -264,6 +264,12 @@ class EvidenceDigests(_Wire):
 
     trace_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     telemetry_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    columns_sha256: str | None = Field(
+        None,
+        pattern=r"^[0-9a-f]{64}$",
+        description="sha256 of trace.npz when the trace was read from that columnar copy "
+        "(checked against trace.csv by sampled rows); None when trace.csv was parsed",
+    )
 
 
 class Flag(StrEnum):

@@ -627,10 +627,13 @@ def measured_status(result: CompactResult) -> dict[str, Any]:
             "ciMethod": w.ci_method,
         }
     if result.evidence is not None:
-        out["evidence"] = {
-            "traceSha256": result.evidence.trace_sha256,
-            "telemetrySha256": result.evidence.telemetry_sha256,
-        }
+        out["evidence"] = _drop_none(
+            {
+                "traceSha256": result.evidence.trace_sha256,
+                "telemetrySha256": result.evidence.telemetry_sha256,
+                "columnsSha256": result.evidence.columns_sha256,
+            }
+        )
     return {k: v for k, v in out.items() if v is not None}
 
 

@@ -314,15 +314,18 @@ def test_a_counter_that_never_moves_is_not_trusted() -> None:
     assert r.runs[0].energy_j == pytest.approx(2500.0, rel=1e-3)
 
 
-def test_unknown_process_counts_are_noted_and_fail_the_gate_of_an_in_pod_engine() -> None:
+def test_unknown_process_counts_refuse_and_fail_the_gate_of_an_in_pod_engine() -> None:
     # Load above idle and a busy GPU, but the engine's processes cannot be listed: the work-done
     # gate cannot prove the transformers engine ran on the measured GPU, so it refuses.
     tel = f.telemetry(12.0, process_count=lambda t: -1, util_pct=lambda t: 90.0 if t > 1 else 0)
     ev = f.evidence(f.step(80.0, 250.0, at_s=1.0), [(1.0, 11.0)], baseline=(0.0, 1.0), tel=tel)
     r = analyze(ev)
     assert any("contention check incomplete" in n for n in r.notes)
+    # Nothing shows the GPU was not shared: refused for contention first, and the gate fails too.
     assert r.refusal is not None
-    assert r.refusal.reason == "NoLoadOnGPU"
-    assert "could not be listed" in r.refusal.message
+    assert r.refusal.reason == "Contention"
+    assert "contention could not be checked" in r.refusal.message
     assert r.work_done is not None
+    assert not r.work_done.passed
+    assert "could not be listed" in r.work_done.message
     assert r.work_done.joules_per_token_above_idle_min == pytest.approx(170.0 * 10 / 100, rel=0.02)

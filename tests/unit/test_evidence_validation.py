@@ -340,10 +340,15 @@ def test_valid_evidence_analyzes_to_the_same_result_bit_for_bit(
     for name in ("t_s", "gpu", "power_w", "power_avg_w", "energy_j", "power_ts_s", "energy_ts_s"):
         a, b = getattr(ev.trace, name), getattr(back.trace, name)
         assert a.tobytes() == b.tobytes() or np.array_equal(a, b, equal_nan=True), name
-    # Without the columnar cache, from the CSV alone: the same.
+    # Without the columnar cache, from the CSV alone: the same, but for the provenance field
+    # that names the cache.
     (d / "trace.npz").unlink()
     rc2, out2 = _full(d, capsys)
-    assert (rc2, out2) == (rc, out)
+    assert rc2 == rc
+    a, b = json.loads(out2), json.loads(out)
+    assert b["evidence"].pop("columns_sha256")
+    assert a["evidence"].pop("columns_sha256") is None
+    assert a == b
 
 
 @pytest.mark.timeout(60)
@@ -389,6 +394,7 @@ def test_digests_are_the_sha256_of_the_files(
     want = {
         "trace_sha256": hashlib.sha256((good_dir / "trace.csv").read_bytes()).hexdigest(),
         "telemetry_sha256": hashlib.sha256((good_dir / "telemetry.csv").read_bytes()).hexdigest(),
+        "columns_sha256": hashlib.sha256((good_dir / "trace.npz").read_bytes()).hexdigest(),
     }
     ev = evidence_io.read_evidence(good_dir)
     assert ev.digests is not None
@@ -404,6 +410,7 @@ def test_a_live_session_writes_evidence_then_digests_then_analyses(tmp_path: Pat
     want = {
         "trace_sha256": hashlib.sha256((out / "trace.csv").read_bytes()).hexdigest(),
         "telemetry_sha256": hashlib.sha256((out / "telemetry.csv").read_bytes()).hexdigest(),
+        "columns_sha256": hashlib.sha256((out / "trace.npz").read_bytes()).hexdigest(),
     }
     assert ev.digests is not None
     assert ev.digests.model_dump() == want
@@ -431,12 +438,57 @@ def test_a_cache_that_disagrees_with_the_csv_is_not_used(
     members["power_w"] = members["power_w"] + 1.0  # recorded sha256 still that of trace.csv
     with cache.open("wb") as fh:
         np.savez(fh, **members)
-    assert _full(good_dir, capsys) == (rc, want)
+
+    def from_csv() -> dict[str, Any]:
+        rc2, out = _full(good_dir, capsys)
+        assert rc2 == rc
+        got: dict[str, Any] = json.loads(out)
+        assert got["evidence"].pop("columns_sha256") is None  # the CSV was parsed
+        return got
+
+    expected = json.loads(want)
+    expected["evidence"].pop("columns_sha256")
+    assert from_csv() == expected
     cache.write_bytes(b"PK\x03\x04 not a zip")
-    assert _full(good_dir, capsys) == (rc, want)
+    assert from_csv() == expected
 
 
 @pytest.mark.timeout(60)
 def test_a_stale_cache_is_ignored(good_dir: Path) -> None:
     f.set_csv_cell(good_dir / "trace.csv", 5, "power_w", "321.5")
     assert evidence_io.read_evidence(good_dir).trace.power_w[4] == 321.5
+
+
+@pytest.mark.timeout(60)
+def test_a_result_read_through_the_cache_names_it_and_no_cache_reads_the_csv(
+    good_dir: Path,
+) -> None:
+    cached = evidence_io.read_evidence(good_dir)
+    assert cached.digests is not None
+    npz = hashlib.sha256((good_dir / "trace.npz").read_bytes()).hexdigest()
+    assert cached.digests.columns_sha256 == npz
+    plain = evidence_io.read_evidence(good_dir, use_cache=False)
+    assert plain.digests is not None
+    assert plain.digests.columns_sha256 is None
+    assert plain.digests.trace_sha256 == cached.digests.trace_sha256
+    assert np.array_equal(plain.trace.power_w, cached.trace.power_w, equal_nan=True)
+
+
+@pytest.mark.timeout(60)
+def test_a_forged_cache_gives_the_same_answer_every_time(good_dir: Path) -> None:
+    # Three rows changed in the middle: the sampled check may miss them, but never by chance:
+    # the sample is drawn from the CSV's digest, and the result names the cache it used.
+    cache = good_dir / "trace.npz"
+    with np.load(cache, allow_pickle=False) as z:
+        members = {k: z[k] for k in z.files}
+    mid = members["power_w"].size // 2
+    members["power_w"][mid : mid + 3] = 4900.0
+    with cache.open("wb") as fh:
+        np.savez(fh, **members)
+    reads = [evidence_io.read_evidence(good_dir) for _ in range(4)]
+    peaks = {float(np.max(r.trace.power_w)) for r in reads}
+    assert len(peaks) == 1
+    digests = {r.digests.columns_sha256 if r.digests else None for r in reads}
+    assert len(digests) == 1
+    if peaks == {4900.0}:  # read through the forged cache: the result must say so
+        assert digests == {hashlib.sha256(cache.read_bytes()).hexdigest()}

@@ -291,3 +291,25 @@ def test_a_10_percent_counter_discrepancy_is_flagged_with_its_figure() -> None:
     assert Flag.ENERGY_DISCREPANCY in r.flags
     assert r.runs[0].energy_discrepancy_pct == pytest.approx(10.0, abs=0.5)
     assert any("differ by +10" in n for n in r.notes)
+
+
+def test_utilisation_missing_in_most_reads_fails_the_gate() -> None:
+    # One 95 % read per run, NaN in all the others: that one read cannot stand for the run.
+    tel = f.telemetry(22.0, util_pct=lambda t: 95.0 if abs(t - 10.0) < 0.01 else float("nan"))
+    r = analyze(f.evidence(f.constant(300.0), [RUN], idle_w=IDLE_W, tel=tel))
+    assert r.refusal is not None
+    assert r.refusal.reason == Reason.NO_LOAD_ON_GPU
+    assert "utilisation was not reported" in r.refusal.message
+
+
+def test_process_counts_missing_in_most_reads_refuse_for_contention() -> None:
+    tel = f.telemetry(22.0, process_count=lambda t: 1 if t < 2.0 else -1, util_pct=f.busy_in([RUN]))
+    ev = f.evidence(f.constant(300.0), [RUN], idle_w=IDLE_W, tel=tel)
+    r = analyze(
+        ev.__class__(
+            ev.meta.model_copy(update={"engine_on_gpu": False}), ev.timeline, ev.trace, tel
+        )
+    )
+    assert r.refusal is not None
+    assert r.refusal.reason == Reason.CONTENTION
+    assert "contention could not be checked" in r.refusal.message
