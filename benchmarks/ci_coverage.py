@@ -28,7 +28,12 @@ from pathlib import Path
 
 import numpy as np
 
-from modelgrid_bench.interval import MIN_WINDOWS_PER_RUN, tier_metric_estimate
+from modelgrid_bench.interval import (
+    ASYMPTOTIC_WINDOWS_PER_RUN,
+    METHOD_ASYMPTOTIC,
+    MIN_WINDOWS_PER_RUN,
+    tier_metric_estimate,
+)
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 BEGIN = "<!-- ci-coverage:start -->"
@@ -52,6 +57,12 @@ CASES = [
     *(Case(p, 10, 0.11) for p in PHI),
     *(Case(p, n, cv) for cv in (0.02, 0.2) for p in PHI for n in (10, 30, 100)),
 ]
+
+
+#: Long runs, where the interval uses the signed root's normal limit (no bootstrap).
+LONG_CASES = [Case(p, n, cv) for cv in (0.05, 0.11) for p in PHI for n in (300, 1000)]
+LONG_BEGIN = "<!-- ci-coverage-long:start -->"
+LONG_END = "<!-- ci-coverage-long:end -->"
 
 
 def ar1_series(rng: np.random.Generator, phi: float, shape: tuple[int, ...]) -> np.ndarray:
@@ -158,8 +169,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--write-docs", action="store_true", help="update docs/benchmarks.md")
+    parser.add_argument(
+        "--long",
+        action="store_true",
+        help=f"the long-run cases ({ASYMPTOTIC_WINDOWS_PER_RUN}+ windows a run: no bootstrap), "
+        "written to their own section",
+    )
     args = parser.parse_args(argv)
     start = time.perf_counter()
+    if args.long:
+        return _long(args, start)
     jobs = [(case, args.datasets, args.seed) for case in CASES]
     with ProcessPoolExecutor(max_workers=max(1, args.workers)) as pool:
         rows = list(pool.map(run_case, jobs))
@@ -167,6 +186,37 @@ def main(argv: list[str] | None = None) -> int:
     sys.stdout.write(text + "\n")
     if args.write_docs:
         write_docs(text)
+    return 0
+
+
+def _long(args: argparse.Namespace, start: float) -> int:
+    jobs = [(case, args.datasets, args.seed) for case in LONG_CASES]
+    with ProcessPoolExecutor(max_workers=max(1, args.workers)) as pool:
+        rows = list(pool.map(run_case, jobs))
+    wall_s = time.perf_counter() - start
+    text = "\n".join(
+        [
+            LONG_BEGIN,
+            f"Long runs (`python benchmarks/ci_coverage.py --long --datasets {args.datasets} "
+            f"--seed {args.seed} --write-docs`, {datetime.date.today().isoformat()}, "
+            f"{os.cpu_count()} cores, {wall_s:.0f} s): from {ASYMPTOTIC_WINDOWS_PER_RUN} windows "
+            f"in every run the interval is the signed root's normal limit, method "
+            f"`{METHOD_ASYMPTOTIC}`, with no bootstrap.",
+            "",
+            table(rows),
+            LONG_END,
+        ]
+    )
+    sys.stdout.write(text + "\n")
+    if args.write_docs:
+        path = DOC
+        doc = path.read_text(encoding="utf-8")
+        if LONG_BEGIN in doc:
+            head, rest = doc.split(LONG_BEGIN, 1)
+            doc = head + text + rest.split(LONG_END, 1)[1]
+        else:
+            doc = doc.replace(END, END + "\n\n" + text, 1)
+        path.write_text(doc, encoding="utf-8")
     return 0
 
 

@@ -193,11 +193,22 @@ def energy_model(per_gpu: list[Trace], interval_s: float) -> EnergyModel:
     return EnergyModel(knots, integrals, from_counter, reset, sorted(gaps))
 
 
-def instant_power(per_gpu: list[Trace]) -> InstantPower:
-    """Total instant power on the first GPU's read times, each GPU's NaN reads skipped."""
+def instant_power(
+    per_gpu: list[Trace], integrals: list[tuple[FloatArray, FloatArray]] | None = None
+) -> InstantPower:
+    """Total instant power on the first GPU's read times, each GPU's NaN reads skipped.
+
+    `integrals` are the energy model's running integrals per GPU: with one GPU the total is
+    that GPU's power on its own reads, so its integral is reused rather than computed again.
+    """
     first = per_gpu[0]
     grid, first_p = _finite_reads(first.t_s, first.power_w)
     step = np.diff(grid)
+    if len(per_gpu) == 1 and integrals is not None and grid.size and bool(np.all(step > 0)):
+        t_int, e_int = integrals[0]
+        if t_int.size == grid.size and np.array_equal(t_int, grid):
+            # 0.0 + p as the sum below would (it turns -0.0 into 0.0), bit for bit.
+            return InstantPower(grid, 0.0 + first_p, e_int, True)
     total = np.zeros_like(grid)
     for g in per_gpu:
         if g is first:
@@ -370,11 +381,19 @@ def _reads_in(ev: Evidence, start_s: float, end_s: float) -> tuple[int, int]:
     """(reads, missing reads) in a run, all GPUs: a read misses when its instant power, or its
     energy counter where the source has one, is NaN."""
     tr = ev.trace
-    m = (tr.t_s >= start_s) & (tr.t_s <= end_s)
-    bad = ~np.isfinite(tr.power_w[m])
+    if tr.t_s.size > 1 and bool(np.all(np.diff(tr.t_s) >= 0)):
+        # Reads in time order (as the sampler writes them): the run is one slice, by bisection.
+        lo = int(np.searchsorted(tr.t_s, start_s, side="left"))
+        hi = int(np.searchsorted(tr.t_s, end_s, side="right"))
+        window: slice | np.ndarray = slice(lo, hi)
+        count = hi - lo
+    else:
+        window = (tr.t_s >= start_s) & (tr.t_s <= end_s)
+        count = int(np.count_nonzero(window))
+    bad = ~np.isfinite(tr.power_w[window])
     if ev.meta.power_source.energy_counter:
-        bad |= ~np.isfinite(tr.energy_j[m])
-    return int(np.count_nonzero(m)), int(np.count_nonzero(bad))
+        bad |= ~np.isfinite(tr.energy_j[window])
+    return count, int(np.count_nonzero(bad))
 
 
 def _per_gpu_telemetry(ev: Evidence, name: str, start_s: float, end_s: float) -> list[FloatArray]:
@@ -750,7 +769,7 @@ def _measure(
     if not per:
         return runs, windows, None, None, per_gpu_avg, None
     energy = energy_model(per, ev.meta.sampler.interval_s)
-    inst = instant_power(per)
+    inst = instant_power(per, energy.integrals)
     base = ev.timeline.baseline
     if base is not None and base.end_s > base.start_s:
         idle_power_w = energy.between(base.start_s, base.end_s) / (base.end_s - base.start_s)
