@@ -420,3 +420,21 @@ def shipped_policy_spec(name: str = "model-card", **overrides: Any) -> dict[str,
     doc = yaml.safe_load((root / "crds" / "tierpolicies" / f"{name}.yaml").read_text())
     spec: dict[str, Any] = {**doc["spec"], **overrides}
     return spec
+
+
+def bench_cli(
+    *args: str, env: dict[str, str] | None = None, timeout_s: float = 90
+) -> subprocess.CompletedProcess[str]:
+    """Run `python -m modelgrid_bench ARGS` in a clean environment (no MODELGRID_* settings)."""
+    import os
+
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("MODELGRID_")}
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "modelgrid_bench", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        env=full_env,
+        check=False,
+    )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +11,7 @@ import pytest
 from modelgrid_contract.reasons import ExitCode
 from modelgrid_contract.result import BenchFailure
 from modelgrid_contract.wire import decode_compact
+from tests import factory as f
 
 QUICK = [
     "--samples",
@@ -30,18 +30,7 @@ QUICK = [
 
 
 def bench(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    import os
-
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("MODELGRID_")}
-    full_env.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "modelgrid_bench", *args],
-        capture_output=True,
-        text=True,
-        timeout=90,
-        env=full_env,
-        check=False,
-    )
+    return f.bench_cli(*args, env=env)
 
 
 @pytest.fixture(scope="module")

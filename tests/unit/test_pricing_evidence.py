@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -120,13 +119,7 @@ def _flat_trace_csv(path: Path, power_w: float, seconds: float = 30.0) -> Path:
 
 
 def _bench(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "modelgrid_bench", *args],
-        capture_output=True,
-        text=True,
-        timeout=100,
-        check=False,
-    )
+    return f.bench_cli(*args, timeout_s=100)
 
 
 def test_a_flat_replay_is_refused_by_the_cli_and_so_is_its_relabelled_evidence(
