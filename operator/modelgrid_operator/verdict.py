@@ -381,6 +381,10 @@ class ClaimCheck:
         }
 
 
+#: The denominator of a delta against a claim of exactly 0 (a CV of 0 is claimable).
+ZERO_CLAIM_FLOOR = 1e-6
+
+
 def _delta(measured: float, claimed: float) -> float:
     return (measured - claimed) / claimed * 100.0
 
@@ -400,7 +404,8 @@ def check_claims(
         if claimed is None or measured is None:
             continue
         if claimed == 0:
-            delta = 0.0 if measured == 0 else float("inf")
+            # Only 0 meets a claim of 0; the delta stays finite (a status holds no Infinity).
+            delta = 0.0 if measured == 0 else _delta(measured, ZERO_CLAIM_FLOOR)
         else:
             delta = _delta(measured, claimed)
         checks.append(ClaimCheck(metric, claimed, measured, delta, t, delta <= t))

@@ -8,6 +8,7 @@ thing, the way a broken or hostile benchmark pod would.
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import pytest
@@ -261,3 +262,13 @@ def test_figures_the_operator_cross_checks(overrides: dict[str, Any], needle: st
     err = _refusal(_raw(**overrides))
     assert err.reason == Reason.INCONSISTENT_RESULT
     assert needle in err.message
+
+
+def test_a_claim_of_zero_variance_fails_with_a_finite_delta() -> None:
+    spec = SPEC.model_copy(update={"claims": SPEC.claims.model_copy(update={"power_cv": 0.0})})
+    r = validate_result(_raw(), spec, _policy())
+    v = evaluate(r, spec, _policy())
+    (check,) = [c for c in v.claims if c.metric == "powerCV"]
+    assert not check.within_tolerance
+    assert math.isfinite(check.to_status()["deltaPercent"])
+    json.dumps(check.to_status(), allow_nan=False)  # a status can hold it
