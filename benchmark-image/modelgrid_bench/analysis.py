@@ -437,7 +437,12 @@ def _least_busy_util_pct(ev: Evidence, start_s: float, end_s: float) -> float | 
 def _fewest_processes(ev: Evidence, start_s: float, end_s: float) -> int | None:
     """Fewest compute processes seen on any GPU during a run; None when one could not list."""
     fewest: int | None = None
-    for v in _per_gpu_telemetry(ev, "process_count", start_s, end_s):
+    tail = ev.meta.sampler.telemetry_interval_s
+    inside = _per_gpu_telemetry(ev, "process_count", start_s, end_s)
+    after = _per_gpu_telemetry(ev, "process_count", end_s, end_s + tail)
+    for v_in, later in zip(inside, after, strict=True):
+        # A run shorter than the telemetry interval may hold no read: the next one stands in.
+        v = v_in if v_in.size else later[:1]
         if v.size == 0 or not np.all(np.isfinite(v)) or np.any(v < 0):
             return None
         low = int(np.min(v))

@@ -210,7 +210,11 @@ def run_session(
                 RunRecord(index=r, start_s=start, end_s=sampler.now_s(), requests=reqs)
             )
         source.set_phase(LoadPhase.IDLE, allowed)
-        time.sleep(max(TAIL_S, 3 * config.sampler.interval_s))
+        # Long enough for the counter to update past the last request and for one more
+        # telemetry read, which stands for a run too short to hold one (utilisation, processes).
+        time.sleep(
+            max(TAIL_S, 3 * config.sampler.interval_s, 1.2 * config.sampler.telemetry_interval_s)
+        )
     finally:
         sampler.stop()
         backend.close()
