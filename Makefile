@@ -31,6 +31,12 @@ typecheck: $(STAMP)
 controlplane:
 	bash hack/build-control-plane.sh >/dev/null
 
+# The kstatus probe for tests (hack/kstatus, sigs.k8s.io/cli-utils; ~1 min cold, cached after).
+# tests/kstatus.py builds it on demand; this target only warms the cache.
+.PHONY: kstatus
+kstatus:
+	bash hack/build-kstatus.sh >/dev/null
+
 unit: $(STAMP)
 	MODELGRID_K8S_BIN="$$(bash hack/build-control-plane.sh | tail -n 1)" $(PY) -m pytest
 
@@ -57,7 +63,7 @@ generate: $(STAMP)
 
 # The fast unit tier alone: no Go, no control plane (tests/unit; helm-based checks skip).
 fast: $(STAMP)
-	$(PY) -m pytest tests/unit
+	$(PY) -m pytest tests/unit -m "not go"
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis modelgrid-results

@@ -184,6 +184,10 @@ def requests_evenly(
     ]
 
 
+#: A Job's nonce as the operator draws them (tests/unit/test_reconcile's Jobs carry it).
+JOB_NONCE = "5eed" * 8
+
+
 def meta(
     *,
     gpus: int = 1,
@@ -194,8 +198,10 @@ def meta(
     expected_tokens: int | None = None,
     instant: bool = True,
     seed: int = 0,
+    job_nonce: str | None = None,
 ) -> SessionMeta:
     return SessionMeta(
+        job_nonce=job_nonce,
         workload=Workload(seed=seed),
         backend=BackendInfo(
             kind="synthetic" if simulated_backend else "transformers",
@@ -276,9 +282,15 @@ PRICEABLE_STEP_MS = 10.0
 
 
 def run_simulated_benchmark(
-    out: Path, *, samples: int = 4, tokens: int = 300, step_ms: float = PRICEABLE_STEP_MS
+    out: Path,
+    *,
+    samples: int = 4,
+    tokens: int = 300,
+    step_ms: float = PRICEABLE_STEP_MS,
+    job_nonce: str | None = None,
 ) -> Path:
     """Run the real benchmark CLI (synthetic inference, replayed power) into `out`."""
+    nonce = ["--job-nonce", job_nonce] if job_nonce is not None else []
     proc = subprocess.run(
         [
             sys.executable,
@@ -305,6 +317,7 @@ def run_simulated_benchmark(
             str(out),
             "--log-level",
             "ERROR",
+            *nonce,
         ],
         capture_output=True,
         text=True,
@@ -438,3 +451,31 @@ def bench_cli(
         env=full_env,
         check=False,
     )
+
+
+# --------------------------------------------------------------------------- TierPolicy tiers
+
+
+def tier(
+    name: str,
+    number: int,
+    discount: float,
+    *,
+    max_cv: float | None = None,
+    max_power_w: float | None = None,
+    cv_boundary: str | None = None,
+    power_boundary: str | None = None,
+    **fields: Any,
+) -> dict[str, Any]:
+    """One TierPolicy tier as the CRD spells it: limits and boundaries only where given (the
+    apiserver defaults both boundaries to Exclusive, as the operator's model does)."""
+    out: dict[str, Any] = {"name": name, "number": number, "discountPercent": discount, **fields}
+    for key, value in (
+        ("maxCV", max_cv),
+        ("maxAvgPowerW", max_power_w),
+        ("cvBoundary", cv_boundary),
+        ("powerBoundary", power_boundary),
+    ):
+        if value is not None:
+            out[key] = value
+    return out

@@ -845,6 +845,7 @@ def analyze(ev: Evidence) -> BenchmarkResult:
         notes=found.notes,
         work_done=gate,
         evidence=getattr(ev, "digests", None),
+        job_nonce=meta.job_nonce,
     )
 
 

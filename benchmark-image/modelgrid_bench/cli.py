@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -25,7 +26,13 @@ from modelgrid_bench.evidence import read_evidence, write_result
 from modelgrid_bench.runner import SessionConfig, refusal_error, run_session
 from modelgrid_bench.sources import default_source_spec, open_source
 from modelgrid_contract.reasons import ExitCode, Reason
-from modelgrid_contract.result import BenchFailure, BenchmarkResult, SamplerConfig, WorkDoneFloors
+from modelgrid_contract.result import (
+    JOB_NONCE_PATTERN,
+    BenchFailure,
+    BenchmarkResult,
+    SamplerConfig,
+    WorkDoneFloors,
+)
 from modelgrid_contract.wire import encode_compact
 from modelgrid_contract.workload import PromptType, Workload
 
@@ -116,6 +123,11 @@ def _parser() -> argparse.ArgumentParser:
         help="work-done gate: mean GPU utilisation during every run, least busy GPU "
         f"(default {floors.min_gpu_util_pct:g} %%)",
     )
+    s.add_argument(
+        "--job-nonce",
+        default=os.environ.get("MODELGRID_JOB_NONCE"),
+        help="the nonce of the Job this run is for (32 hex digits), echoed in the result",
+    )
     s.add_argument("--expect-gpu", help="refuse unless every GPU is this product, e.g. NVIDIA-H200")
     s.add_argument("--expect-gpu-count", type=int)
     s.add_argument(
@@ -182,6 +194,13 @@ def _workload(args: argparse.Namespace) -> Workload:
         raise BadInputError(f"invalid workload: {field}: {err['msg']}") from exc
 
 
+def _nonce(args: argparse.Namespace) -> str | None:
+    nonce: str | None = args.job_nonce
+    if nonce is not None and not re.fullmatch(JOB_NONCE_PATTERN, nonce):
+        raise BadInputError(f"--job-nonce {nonce[:40]!r} is not 32 lowercase hex digits")
+    return nonce
+
+
 def _floors(args: argparse.Namespace) -> WorkDoneFloors:
     try:
         return WorkDoneFloors(
@@ -212,6 +231,8 @@ def _write_termination(path: str | None, text: str) -> None:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     workload = _workload(args)
+    nonce = _nonce(args)
+    floors = _floors(args)
     try:
         sampler = SamplerConfig(
             interval_s=args.interval_ms / 1000.0,
@@ -261,7 +282,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 expect_gpu_count=args.expect_gpu_count,
                 allowed_gpu_processes=args.allowed_gpu_processes,
                 output_dir=out,
-                work_floors=_floors(args),
+                work_floors=floors,
+                job_nonce=nonce,
             ),
             source,
             backend,

@@ -17,6 +17,7 @@ from modelgrid_contract.result import (
     BackendInfo,
     Environment,
     EvidenceDigests,
+    JobNonce,
     PowerSourceInfo,
     SamplerConfig,
     WorkDoneFloors,
@@ -164,6 +165,9 @@ class SessionMeta(_Strict):
     expected_output_tokens_per_request: int | None = None
     notes: list[str] = Field(default_factory=list)
     work_floors: WorkDoneFloors = Field(default_factory=WorkDoneFloors)
+    job_nonce: JobNonce | None = Field(
+        None, description="The nonce of the Job this session ran for, echoed in the result"
+    )
     engine_on_gpu: bool = Field(
         False,
         description="The engine runs in this pod (transformers, or a server started for the "

@@ -66,6 +66,7 @@ class SessionConfig:
     allowed_gpu_processes: int | None = None
     output_dir: Path | None = None
     work_floors: WorkDoneFloors = field(default_factory=WorkDoneFloors)
+    job_nonce: str | None = None
 
 
 def check_gpus(gpus: list[GpuInfo], expect: str | None, count: int | None) -> None:
@@ -230,6 +231,7 @@ def run_session(
         allowed_gpu_processes=allowed,
         expected_output_tokens_per_request=workload.tokens_per_sample,
         work_floors=config.work_floors,
+        job_nonce=config.job_nonce,
         engine_on_gpu=backend.info().kind in ENGINE_IN_POD_BACKENDS,
         notes=list(sampler.notes),
     )

@@ -43,6 +43,8 @@ class Reason(StrEnum):
     MALFORMED_RESULT = "MalformedResult"
     UNKNOWN_SCHEMA = "UnknownSchemaVersion"
     INCONSISTENT_RESULT = "InconsistentResult"
+    #: the result does not echo the nonce its Job was given: it was measured for another Job
+    NOT_BOUND = "ResultNotBound"
     # A readable result that cannot be priced.
     NOT_OK = "NotOk"
     SIMULATED = "SimulatedResult"

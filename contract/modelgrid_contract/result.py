@@ -308,6 +308,12 @@ MAX_EXCLUDED_WINDOW_SHARE = 0.10
 MAX_MISSING_READING_SHARE = 0.01
 
 
+#: A Job's nonce: 32 lowercase hex digits the operator draws for each benchmark Job and the
+#: result echoes, so a result measured for one Job cannot be passed off as another's.
+JOB_NONCE_PATTERN = r"^[0-9a-f]{32}$"
+JobNonce = Annotated[str, Field(pattern=JOB_NONCE_PATTERN)]
+
+
 class BenchmarkResult(_Strict):
     """The full result. `simulated` is derived, never stored, so nothing can set it to false."""
 
@@ -332,6 +338,7 @@ class BenchmarkResult(_Strict):
     notes: list[str] = Field(default_factory=list)
     work_done: WorkDone | None = None
     evidence: EvidenceDigests | None = None
+    job_nonce: JobNonce | None = None
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -450,6 +457,7 @@ class CompactResult(_Strict):
     work: CompactWork | None = None
     windows: CompactWindows | None = None
     evidence: EvidenceDigests | None = None
+    job_nonce: JobNonce | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> CompactResult:

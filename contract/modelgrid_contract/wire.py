@@ -145,6 +145,7 @@ def _compact_dict(result: BenchmarkResult, level: int) -> dict[str, Any]:
         "work": _work(result),
         "windows": _windows(result),
         "evidence": result.evidence.model_dump() if result.evidence else None,
+        "job_nonce": result.job_nonce,
     }
 
 

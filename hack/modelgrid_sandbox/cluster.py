@@ -18,6 +18,7 @@ from pathlib import Path
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
+from modelgrid_operator.jobs import DEFAULT_BENCHMARK_NAMESPACE
 from modelgrid_sandbox.controlplane import REPO, ControlPlane, free_port
 from modelgrid_sandbox.nodeagent import NodeAgent, NodeSpec, default_fleet
 
@@ -106,6 +107,28 @@ def wait_for_default_service_account(
 SANDBOX_POLICY = "model-card-sandbox"
 
 
+def ensure_benchmark_namespace(cluster: Cluster, name: str = DEFAULT_BENCHMARK_NAMESPACE) -> str:
+    """The operator's benchmark namespace, as the chart makes it: Pod Security "restricted"
+    enforced, and no tenant bound to any role in it."""
+    core = client.CoreV1Api(cluster.api)
+    body = client.V1Namespace(
+        metadata=client.V1ObjectMeta(
+            name=name,
+            labels={
+                "pod-security.kubernetes.io/enforce": "restricted",
+                "app.kubernetes.io/part-of": "modelgrid",
+            },
+        )
+    )
+    try:
+        core.create_namespace(body)
+    except ApiException as exc:
+        if exc.status != 409:
+            raise
+    wait_for_default_service_account(cluster.api, name)
+    return name
+
+
 def install_project(cluster: Cluster) -> list[str]:
     """Apply the CRDs, the shipped TierPolicies and the sandbox's policy (simulated allowed)."""
     applied = []
@@ -159,9 +182,12 @@ def start_operator(
     timeout_s: float = 60,
 ) -> OperatorProcess:
     metrics_port, live_port = free_port(), free_port()
+    bench_ns = (extra_env or {}).get("MODELGRID_BENCHMARK_NAMESPACE", DEFAULT_BENCHMARK_NAMESPACE)
+    ensure_benchmark_namespace(cluster, bench_ns)
     env = {
         **os.environ,
         "KUBECONFIG": str(cluster.kubeconfig),
+        "MODELGRID_BENCHMARK_NAMESPACE": bench_ns,
         "MODELGRID_DEFAULT_POLICY": default_policy,
         "MODELGRID_METRICS_PORT": str(metrics_port),
         "MODELGRID_LIVENESS_ENDPOINT": f"http://127.0.0.1:{live_port}/healthz",

@@ -8,10 +8,13 @@ the CRD's and only matters for objects built without the apiserver (the `verdict
 
 from __future__ import annotations
 
+import functools
+import itertools
+from collections.abc import Callable
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from modelgrid_contract.reasons import Reason as WireReason
 from modelgrid_contract.result import Flag, WorkDoneFloors
@@ -221,6 +224,141 @@ DEFAULT_DISQUALIFYING_FLAGS = (
 )
 
 
+class EndpointAccess(_Api):
+    """Which targets an `endpoint` model source may name, besides public hosts."""
+
+    allow_cluster_internal: bool = Field(False, alias="allowClusterInternal")
+    allow_link_local: bool = Field(False, alias="allowLinkLocal")
+
+
+#: The messages of the CRD's rules on spec.tiers (crds/modelgrid.firmus.ai_tierpolicies.yaml),
+#: word for word: tier_order_problems() says what the apiserver says.
+TIERS_ORDER_MESSAGE = (
+    "tiers must be listed best first, each with its own number, numbers increasing down the list"
+)
+TIERS_DISCOUNT_MESSAGE = (
+    "a worse tier (a higher number) must not carry a larger discount than a better one"
+)
+TIERS_SAME_LIMITS_MESSAGE = (
+    "a worse tier (a higher number) must allow more on maxCV or maxAvgPowerW"
+)
+TIER_ZERO_CV_MESSAGE = (
+    "maxCV 0 with cvBoundary Exclusive (a CV below 0) can never be met: set cvBoundary Inclusive"
+    " or a maxCV above 0"
+)
+
+
+def _num(x: float) -> str:
+    """A number as CEL's string() writes it: the shortest repr, without a trailing `.0`."""
+    return repr(float(x)).removesuffix(".0")
+
+
+def _allows_at_least(
+    worse: float | None, worse_boundary: Boundary, better: float | None, better_boundary: Boundary
+) -> bool:
+    """Whether the worse tier's limit admits every value the better tier's admits."""
+    if worse is None:
+        return True
+    if better is None:
+        return False
+    return worse > better or (
+        worse == better
+        and (worse_boundary is Boundary.INCLUSIVE or better_boundary is Boundary.EXCLUSIVE)
+    )
+
+
+def _limit_text(limit: float | None, boundary: Boundary, what: str, unit: str) -> str:
+    if limit is None:
+        return f"any {what}"
+    op = "<=" if boundary is Boundary.INCLUSIVE else "<"
+    return f"{what} {op} {_num(limit)}{unit}"
+
+
+def _same_limits(a: Tier, b: Tier) -> bool:
+    return (
+        a.max_cv == b.max_cv
+        and a.max_avg_power_w == b.max_avg_power_w
+        and (a.max_cv is None or a.cv_boundary is b.cv_boundary)
+        and (a.max_avg_power_w is None or a.power_boundary is b.power_boundary)
+    )
+
+
+_Limit = Callable[[Tier], tuple[float | None, Boundary]]
+#: Each limit of a tier: its name in messages, its unit, and (limit, boundary) of a tier.
+_LIMITS: tuple[tuple[str, str, _Limit], ...] = (
+    ("CV", "", lambda t: (t.max_cv, t.cv_boundary)),
+    ("average power", " W", lambda t: (t.max_avg_power_w, t.power_boundary)),
+)
+
+
+def _narrower(limit_of: _Limit, better: Tier, worse: Tier) -> bool:
+    return not _allows_at_least(*limit_of(worse), *limit_of(better))
+
+
+def _first_pair(tiers: list[Tier], bad: Callable[[Tier, Tier], bool]) -> tuple[Tier, Tier] | None:
+    """The first worse tier in list order that is `bad` against a better one, and the first such
+    better one: the pair the CRD's messageExpressions name."""
+    for b in tiers:
+        for a in tiers:
+            if a.number < b.number and bad(a, b):
+                return a, b
+    return None
+
+
+def tier_order_problems(tiers: list[Tier]) -> list[str]:
+    """What is wrong with the order of `tiers`, in the CRD's words; empty when nothing is.
+
+    Tiers are listed best first with unique, increasing numbers; every worse tier (a higher
+    number) carries at most the discount of every better one, allows at least what every better
+    one allows on each limit (no limit is the widest; at an equal limit Inclusive is wider than
+    Exclusive), and allows more on at least one: a tier with a better tier's limits can never be
+    earned, nor one whose limit is CV < 0.
+    """
+    problems: list[str] = []
+    for prev, tier in itertools.pairwise(tiers):
+        if tier.number == prev.number:
+            problems.append(
+                f"tiers {prev.name} and {tier.name} both have number {tier.number}: "
+                + TIERS_ORDER_MESSAGE
+            )
+            break
+        if tier.number < prev.number:
+            problems.append(
+                f"tier {tier.name} (number {tier.number}) is listed after tier {prev.name}"
+                f" (number {prev.number}): " + TIERS_ORDER_MESSAGE
+            )
+            break
+    pair = _first_pair(tiers, lambda a, b: b.discount_percent > a.discount_percent)
+    if pair:
+        a, b = pair
+        problems.append(
+            f"tier {b.name} carries a larger discount ({_num(b.discount_percent)}%) than the"
+            f" better tier {a.name} ({_num(a.discount_percent)}%): " + TIERS_DISCOUNT_MESSAGE
+        )
+    for what, unit, limit_of in _LIMITS:
+        pair = _first_pair(tiers, functools.partial(_narrower, limit_of))
+        if pair:
+            a, b = pair
+            problems.append(
+                f"tier {b.name} allows {_limit_text(*limit_of(b), what, unit)}, less than the"
+                f" better tier {a.name} ({_limit_text(*limit_of(a), what, unit)}): a worse tier"
+                f" must allow at least the {what} every better tier allows"
+            )
+    pair = _first_pair(tiers, _same_limits)
+    if pair:
+        a, b = pair
+        problems.append(
+            f"tier {b.name} can never be earned: it has the same maxCV and maxAvgPowerW as the"
+            f" better tier {a.name}; " + TIERS_SAME_LIMITS_MESSAGE
+        )
+    problems += [
+        f"tier {t.name}: {TIER_ZERO_CV_MESSAGE}"
+        for t in tiers
+        if t.max_cv == 0 and t.cv_boundary is Boundary.EXCLUSIVE
+    ]
+    return problems
+
+
 class TierPolicySpec(_Api):
     tiers: list[Tier] = Field(min_length=1, max_length=10)
     tier_metric: Literal["power_cv_1s", "power_cv_instant"] = Field(
@@ -240,6 +378,7 @@ class TierPolicySpec(_Api):
         alias="disqualifyingFlags",
         max_length=16,
     )
+    endpoint_access: EndpointAccess = Field(default_factory=EndpointAccess, alias="endpointAccess")
 
     @field_validator("disqualifying_flags")
     @classmethod
@@ -248,6 +387,14 @@ class TierPolicySpec(_Api):
         if bad:
             raise ValueError(f"flags {bad} cannot be made disqualifying by a policy")
         return flags
+
+    @model_validator(mode="after")
+    def _tiers_ordered(self) -> TierPolicySpec:
+        # The CRD's rules on spec.tiers, so a policy stored before they existed is refused too.
+        problems = tier_order_problems(self.tiers)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
 
 # --------------------------------------------------------------------------- status words
@@ -301,3 +448,12 @@ class Reason(StrEnum):
     NO_CLAIMS = "NoClaims"
     SUPERSEDED = "Superseded"
     REVERIFY = "ReverifyDue"
+    #: the model's volume is not in the benchmark namespace, or not shared with the tenant's
+    MODEL_VOLUME_MISSING = "ModelVolumeMissing"
+    MODEL_VOLUME_NOT_SHARED = "ModelVolumeNotShared"
+    #: the endpoint's host is cluster-internal or link-local and the TierPolicy does not allow it
+    ENDPOINT_NOT_ALLOWED = "EndpointNotAllowed"
+    #: the Job has more than one pod that finished with a result: which one measured is unknown
+    AMBIGUOUS_RESULT = "AmbiguousResult"
+    #: the operator's benchmark namespace does not exist (an installation fault)
+    BENCHMARK_NAMESPACE_MISSING = "BenchmarkNamespaceMissing"

@@ -218,13 +218,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     v.add_argument("--policy", type=Path, help="a TierPolicy YAML (default: the model card's)")
     v.add_argument("--claims", type=Path, help="claims YAML/JSON (or a ModelQualification)")
     v.add_argument("--qualification", type=Path, help="the ModelQualification YAML")
+    v.add_argument(
+        "--job-nonce",
+        help="refuse the result unless it echoes this Job nonce (the Job's annotation "
+        "modelgrid.firmus.ai/job-nonce), as the operator does",
+    )
     v.add_argument("--json", action="store_true", help="print JSON instead of markdown")
     args = p.parse_args(argv)
     try:
         text = _compact_text(args.result)
         spec, check = _spec(args, text)
         policy_name, policy = _policy(args)
-        result = validate_result(text, spec, policy, check_identity=check)
+        result = validate_result(
+            text,
+            spec,
+            policy,
+            check_identity=check,
+            expected_nonce=args.job_nonce,
+            check_nonce=args.job_nonce is not None,
+        )
         if getattr(args, "check_workload", False) and (
             result.workload_digest != workload_digest(spec)
         ):

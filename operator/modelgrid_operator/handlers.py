@@ -10,7 +10,9 @@ kopf keeps its own progress and diff-base in annotations, so status belongs to t
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
+import secrets
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -21,8 +23,14 @@ import kopf
 from kubernetes import watch
 
 from modelgrid_operator import metrics
-from modelgrid_operator.api import GROUP, MQ_PLURAL, TP_PLURAL, VERSION
-from modelgrid_operator.jobs import ANNOTATION_QUALIFICATION, LABEL_MANAGED, MANAGED_BY, job_name
+from modelgrid_operator.api import GROUP, MQ_PLURAL, TP_PLURAL, VERSION, QualificationSpec
+from modelgrid_operator.jobs import (
+    LABEL_MANAGED,
+    MANAGED_BY,
+    job_name,
+    model_claims,
+    qualification_of,
+)
 from modelgrid_operator.kube import JobRefused, Kube
 from modelgrid_operator.reconcile import ActionKind, Observed, decide, job_refused, parse_iso
 from modelgrid_operator.settings import Settings
@@ -49,6 +57,11 @@ class Reconciler:
             lock = self._locks.setdefault((namespace, name), threading.Lock())
         with lock:
             yield
+
+    @property
+    def bench_ns(self) -> str:
+        """The namespace benchmark Jobs run in (the operator's own, not a tenant's)."""
+        return self.settings.job.namespace
 
     def watched(self, namespace: str) -> bool:
         return not self.settings.namespaces or namespace in self.settings.namespaces
@@ -79,15 +92,16 @@ class Reconciler:
             int(status.get("attempt") or 0) if status.get("observedGeneration") == generation else 0
         )
         current = job_name(name, meta["uid"], generation, attempt)
-        jobs = self.kube.jobs_of(namespace, meta["uid"])
+        jobs = self.kube.jobs_of(self.bench_ns, meta["uid"])
         job = next((j for j in jobs if j["metadata"]["name"] == current), None)
         stale = [
             j["metadata"]["name"]
             for j in jobs
             if j["metadata"]["name"] != current and _job_active(j)
         ]
-        pods = self.kube.pods_of_job(namespace, current) if job else []
-        active = self.kube.active_benchmarks() if job is None else 0
+        pods = self.kube.pods_of_job(job) if job else []
+        active = self.kube.active_benchmarks(self.bench_ns) if job is None else 0
+        volumes = self._volumes(spec) if job is None else {}
         obs = Observed(
             name=name,
             namespace=namespace,
@@ -103,14 +117,16 @@ class Reconciler:
             active_benchmarks=active,
             max_concurrent=self.settings.max_concurrent_jobs,
             now=dt.datetime.now(dt.UTC),
+            nonce=secrets.token_hex(16),
+            volumes=volumes,
         )
         d = decide(obs, self.settings.job)
         for old in d.delete_jobs:
-            log.info("superseding Job %s/%s", namespace, old)
-            self.kube.delete_job(namespace, old)
+            log.info("superseding Job %s/%s", self.bench_ns, old)
+            self.kube.delete_job(self.bench_ns, old)
         if d.action is ActionKind.CREATE_JOB and d.job is not None:
             try:
-                self.kube.create_job(namespace, d.job)
+                self.kube.create_job(self.bench_ns, d.job)
             except JobRefused as exc:
                 log.warning("Job for %s/%s refused: %s", namespace, name, exc)
                 d = job_refused(obs, d, exc.status, exc.message)
@@ -142,6 +158,53 @@ class Reconciler:
         )
         return d.requeue_after_s
 
+    def _volumes(self, spec: dict[str, Any]) -> dict[str, dict[str, Any] | None]:
+        """The model's claims as they are in the benchmark namespace (an invalid spec has
+        none: decide reports the spec)."""
+        try:
+            claims = model_claims(QualificationSpec.model_validate(spec))
+        except ValueError:
+            return {}
+        return {c: self.kube.get_pvc(self.bench_ns, c) for c in claims}
+
+    def delete_jobs_of(self, uid: str) -> None:
+        """Delete every benchmark Job of a qualification that is gone (owner references cannot
+        cross from the benchmark namespace to a tenant's, so garbage collection cannot)."""
+        for job in self.kube.jobs_of(self.bench_ns, uid):
+            log.info(
+                "deleting Job %s/%s of a deleted qualification",
+                self.bench_ns,
+                job["metadata"]["name"],
+            )
+            self.kube.delete_job(self.bench_ns, job["metadata"]["name"])
+
+    def collect_orphans(self) -> int:
+        """Delete benchmark Jobs whose qualification no longer exists (deleted while the
+        operator was down, or its namespace deleted); returns how many went."""
+        # Jobs before qualifications: a Job listed first has its owner in the later listing
+        # unless the owner is really gone (the other order would delete a brand-new Job).
+        jobs = self.kube.list_benchmark_jobs(self.bench_ns)
+        alive = {
+            (m["metadata"]["namespace"], m["metadata"]["name"], m["metadata"]["uid"])
+            for m in self.kube.list_qualifications()
+        }
+        gone = 0
+        for job in jobs:
+            owner = qualification_of(job)
+            if owner is not None and owner in alive:
+                continue
+            if job["metadata"].get("deletionTimestamp"):
+                continue
+            log.info(
+                "deleting orphaned Job %s/%s (owner %s)",
+                self.bench_ns,
+                job["metadata"]["name"],
+                owner,
+            )
+            self.kube.delete_job(self.bench_ns, job["metadata"]["name"])
+            gone += 1
+        return gone
+
     def reconcile_policy_users(self, policy: str) -> None:
         for mq in self.kube.list_qualifications():
             ref = ((mq.get("spec") or {}).get("policyRef") or {}).get("name")
@@ -158,6 +221,10 @@ def _changed(old: dict[str, Any], new: dict[str, Any]) -> bool:
         return st.get("phase"), st.get("attempt"), tuple(sorted(conds.items()))
 
     return key(old) != key({**old, **new})
+
+
+#: How often Jobs whose qualification is gone are looked for (and once at start).
+ORPHAN_SWEEP_S = 60.0
 
 
 class _Watcher:
@@ -196,23 +263,34 @@ class _Watcher:
                         w.stop()
                         return
                     meta = event["object"].metadata
-                    owner = (meta.annotations or {}).get(ANNOTATION_QUALIFICATION)
-                    if owner:
-                        self._enqueue(meta.namespace, owner)
+                    owner = qualification_of(
+                        {"metadata": {"labels": meta.labels, "annotations": meta.annotations}}
+                    )
+                    if owner is not None:
+                        self._enqueue(owner[0], owner[1])
             except Exception as exc:
                 if not self.stop.is_set():
                     log.warning("watch restarted after: %s", exc)
                     self.stop.wait(1.0)
 
+    def _sweep(self) -> None:
+        while not self.stop.is_set():
+            try:
+                self.r.collect_orphans()
+            except Exception as exc:  # the next sweep retries; the operator keeps serving
+                log.warning("orphaned-Job sweep failed: %s", exc)
+            self.stop.wait(ORPHAN_SWEEP_S)
+
     def start(self) -> None:
-        k = self.r.kube
+        k, ns = self.r.kube, self.r.bench_ns
         for fn, name in (
-            (k.batch.list_job_for_all_namespaces, "jobs"),
-            (k.core.list_pod_for_all_namespaces, "pods"),
+            (functools.partial(k.batch.list_namespaced_job, ns), "jobs"),
+            (functools.partial(k.core.list_namespaced_pod, ns), "pods"),
         ):
             threading.Thread(
                 target=self._loop, args=(fn,), name=f"watch-{name}", daemon=True
             ).start()
+        threading.Thread(target=self._sweep, name="orphan-sweep", daemon=True).start()
 
 
 _runtime: dict[str, Any] = {}
@@ -268,8 +346,10 @@ def resync(namespace: str, name: str, **_: Any) -> None:
 
 
 @kopf.on.delete(GROUP, VERSION, MQ_PLURAL, optional=True)
-def on_deleted(namespace: str, name: str, **_: Any) -> None:
+def on_deleted(namespace: str, name: str, uid: str, **_: Any) -> None:
+    # Optional: no finalizer. A deletion missed while the operator was down is the sweep's.
     metrics.forget(namespace, name)
+    _reconciler().delete_jobs_of(uid)
 
 
 @kopf.on.create(GROUP, VERSION, TP_PLURAL)

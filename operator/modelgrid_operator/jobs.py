@@ -1,9 +1,14 @@
 """The benchmark Job for one generation of a ModelQualification. Pure: builds a manifest.
 
-One Job per generation, with a deterministic name (the qualification's name, generation and a
-hash of its uid), so a restarted operator finds the Job it made instead of making another. The
-pod runs the benchmark image under the Pod Security "restricted" profile, asks for the GPUs,
-selects the GPU product, tolerates the GPU taint, and reports through its termination message.
+One Job per generation and attempt, with a deterministic name (the qualification's name,
+generation, attempt and a hash of its uid), so a restarted operator finds the Job it made
+instead of making another. Jobs live in the operator's benchmark namespace, never in the
+tenant's (docs/architecture.md, "Trust model"): a tenant can neither create nor change pods
+there. Owner references cannot cross namespaces, so the Job names its qualification in labels
+and annotations and the operator deletes it when the qualification goes. The pod runs the
+benchmark image under the Pod Security "restricted" profile, asks for the GPUs, selects the
+GPU product, tolerates the GPU taint, echoes the Job's nonce in its result and reports through
+its termination message.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from typing import Any
 
 from modelgrid_contract.reasons import ExitCode
 from modelgrid_contract.result import WorkDoneFloors
-from modelgrid_operator.api import GROUP, VERSION, QualificationSpec
+from modelgrid_operator.api import GROUP, QualificationSpec
 from modelgrid_operator.verdict import bench_workload
 
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -23,7 +28,15 @@ PRODUCT_LABEL = "nvidia.com/gpu.product"
 #: The owner's uid as a label (a name may be 253 characters; a label value only 63) and its
 #: name as an annotation, so watches select by label and map back to the owner by name.
 LABEL_QUALIFICATION = f"{GROUP}/qualification-uid"
+LABEL_QUALIFICATION_NAMESPACE = f"{GROUP}/qualification-namespace"
 ANNOTATION_QUALIFICATION = f"{GROUP}/qualification"
+ANNOTATION_QUALIFICATION_NAMESPACE = f"{GROUP}/qualification-namespace"
+#: The nonce the Job's result must echo; only the operator (and the namespace's admins) can
+#: read or write Jobs in the benchmark namespace.
+ANNOTATION_NONCE = f"{GROUP}/job-nonce"
+#: The Job controller's own label on its pods (the Job's uid), set by the apiserver's Job
+#: strategy and immutable: the operator selects pods by it and checks the owner reference too.
+LABEL_CONTROLLER_UID = "batch.kubernetes.io/controller-uid"
 LABEL_GENERATION = f"{GROUP}/generation"
 LABEL_ATTEMPT = f"{GROUP}/attempt"
 LABEL_MANAGED = "app.kubernetes.io/managed-by"
@@ -34,8 +47,16 @@ RESULTS_DIR = "/results"
 MODEL_DIR = "/models"
 
 
+#: Where benchmark Jobs run unless the chart names another namespace.
+DEFAULT_BENCHMARK_NAMESPACE = "modelgrid-benchmarks"
+#: A PersistentVolumeClaim in the benchmark namespace lists the tenant namespaces that may use
+#: it as a model source here (comma-separated, or "*" for all).
+ANNOTATION_SHARED_WITH = f"{GROUP}/shared-with"
+
+
 @dataclass(frozen=True)
 class JobSettings:
+    namespace: str = DEFAULT_BENCHMARK_NAMESPACE
     image: str = "ghcr.io/firmus/modelgrid-bench:0.1.0"
     image_pull_policy: str = "IfNotPresent"
     backoff_limit: int = 2
@@ -47,14 +68,18 @@ class JobSettings:
 
 
 def job_name(name: str, uid: str, generation: int, attempt: int = 0) -> str:
-    digest = hashlib.sha256(f"{uid}:{generation}:{attempt}".encode()).hexdigest()[:6]
+    """Unique across tenants' namespaces: the digest covers the qualification's uid (a
+    collision is also caught at creation: a Job of that name for another uid is refused)."""
+    digest = hashlib.sha256(f"{uid}:{generation}:{attempt}".encode()).hexdigest()[:10]
     suffix = f"-g{generation}" + (f"r{attempt}" if attempt else "") + f"-{digest}"
     return name[: 63 - len(suffix)].rstrip("-.") + suffix
 
 
-def benchmark_args(spec: QualificationSpec, floors: WorkDoneFloors | None = None) -> list[str]:
-    """The benchmark's command line: the workload, the model, the GPUs it must find, and the
-    work-done gate's floors of the policy that will price the result."""
+def benchmark_args(
+    spec: QualificationSpec, floors: WorkDoneFloors | None = None, nonce: str | None = None
+) -> list[str]:
+    """The benchmark's command line: the workload, the model, the GPUs it must find, the
+    work-done gate's floors of the policy that will price the result, and the Job's nonce."""
     gate = floors or WorkDoneFloors()
     workload = bench_workload(spec).model_dump(mode="json")
     src = spec.model.source
@@ -94,7 +119,36 @@ def benchmark_args(spec: QualificationSpec, floors: WorkDoneFloors | None = None
         "--min-gpu-util-pct",
         repr(gate.min_gpu_util_pct),
     ]
+    if nonce is not None:
+        args += ["--job-nonce", nonce]
     return args
+
+
+def model_claims(spec: QualificationSpec) -> list[str]:
+    """The PersistentVolumeClaims (in the benchmark namespace) the model is read from."""
+    src = spec.model.source
+    if src.pvc is not None:
+        return [src.pvc.claim_name]
+    if src.cache is not None:
+        return [src.cache.claim_name]
+    return []
+
+
+def job_nonce(job: dict[str, Any]) -> str | None:
+    """The nonce a Job was created with (None for a Job that has none: it proves nothing)."""
+    value = ((job.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION_NONCE)
+    return str(value) if value else None
+
+
+def qualification_of(job: dict[str, Any]) -> tuple[str, str, str] | None:
+    """(namespace, name, uid) of the qualification a benchmark Job was made for."""
+    meta = job.get("metadata") or {}
+    labels, notes = meta.get("labels") or {}, meta.get("annotations") or {}
+    ns = notes.get(ANNOTATION_QUALIFICATION_NAMESPACE) or labels.get(LABEL_QUALIFICATION_NAMESPACE)
+    name, uid = notes.get(ANNOTATION_QUALIFICATION), labels.get(LABEL_QUALIFICATION)
+    if not (ns and name and uid):
+        return None
+    return str(ns), str(name), str(uid)
 
 
 def build_job(
@@ -105,12 +159,16 @@ def build_job(
     generation: int,
     spec: QualificationSpec,
     settings: JobSettings,
+    nonce: str,
     attempt: int = 0,
     floors: WorkDoneFloors | None = None,
 ) -> dict[str, Any]:
+    """The Job for (`namespace`/`name`, `uid`) at `generation` and `attempt`, created in
+    `settings.namespace`, whose result must echo `nonce`."""
     hw = spec.hardware
     labels = {
         LABEL_QUALIFICATION: uid,
+        LABEL_QUALIFICATION_NAMESPACE: namespace,
         LABEL_GENERATION: str(generation),
         LABEL_ATTEMPT: str(attempt),
         LABEL_MANAGED: MANAGED_BY,
@@ -161,7 +219,7 @@ def build_job(
         "name": CONTAINER,
         "image": settings.image,
         "imagePullPolicy": settings.image_pull_policy,
-        "args": benchmark_args(spec, floors),
+        "args": benchmark_args(spec, floors, nonce),
         "env": env,
         "resources": {
             "requests": {
@@ -201,24 +259,15 @@ def build_job(
     }
     if settings.service_account:
         pod_spec["serviceAccountName"] = settings.service_account
+    notes = {ANNOTATION_QUALIFICATION: name, ANNOTATION_QUALIFICATION_NAMESPACE: namespace}
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": {
             "name": job_name(name, uid, generation, attempt),
-            "namespace": namespace,
+            "namespace": settings.namespace,
             "labels": job_labels,
-            "annotations": {ANNOTATION_QUALIFICATION: name},
-            "ownerReferences": [
-                {
-                    "apiVersion": f"{GROUP}/{VERSION}",
-                    "kind": "ModelQualification",
-                    "name": name,
-                    "uid": uid,
-                    "controller": True,
-                    "blockOwnerDeletion": True,
-                }
-            ],
+            "annotations": {**notes, ANNOTATION_NONCE: nonce},
         },
         "spec": {
             "backoffLimit": settings.backoff_limit,
@@ -243,7 +292,7 @@ def build_job(
                 ]
             },
             "template": {
-                "metadata": {"labels": labels, "annotations": {ANNOTATION_QUALIFICATION: name}},
+                "metadata": {"labels": labels, "annotations": notes},
                 "spec": pod_spec,
             },
         },

@@ -16,7 +16,12 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from modelgrid_operator.api import GROUP, MQ_PLURAL, TP_PLURAL, VERSION
-from modelgrid_operator.jobs import LABEL_MANAGED, LABEL_QUALIFICATION, MANAGED_BY
+from modelgrid_operator.jobs import (
+    LABEL_CONTROLLER_UID,
+    LABEL_MANAGED,
+    LABEL_QUALIFICATION,
+    MANAGED_BY,
+)
 
 log = logging.getLogger(__name__)
 
@@ -111,19 +116,28 @@ class Kube:
             raise
 
     def create_job(self, namespace: str, manifest: dict[str, Any]) -> dict[str, Any]:
+        """Create the Job, or adopt the one of that name if it is this qualification's own
+        (a restart); a Job of that name made for another qualification is refused (409)."""
         try:
             return self._dict(self.batch.create_namespaced_job(namespace, manifest))
         except ApiException as exc:
-            if exc.status in (400, 403, 422):
+            if exc.status in (400, 403, 404, 422):
                 raise JobRefused(int(exc.status), _api_message(exc)) from exc
             if exc.status != 409:
                 raise
-            existing = self.get_job(namespace, manifest["metadata"]["name"])
+            name = manifest["metadata"]["name"]
+            existing = self.get_job(namespace, name)
             if existing is None:
                 raise
+            owner = manifest["metadata"]["labels"][LABEL_QUALIFICATION]
+            if (existing["metadata"].get("labels") or {}).get(LABEL_QUALIFICATION) != owner:
+                raise JobRefused(
+                    409, f"a Job named {name} already exists in {namespace} for another owner"
+                ) from exc
             return existing
 
     def delete_job(self, namespace: str, name: str) -> None:
+        """Delete a Job and, in the background, its pods; gone already is fine."""
         try:
             self.batch.delete_namespaced_job(name, namespace, propagation_policy="Background")
         except ApiException as exc:
@@ -135,14 +149,43 @@ class Kube:
         jobs = self.batch.list_namespaced_job(namespace, label_selector=selector).items
         return [self._dict(j) for j in jobs]
 
-    def pods_of_job(self, namespace: str, job: str) -> list[dict[str, Any]]:
-        pods = self.core.list_namespaced_pod(namespace, label_selector=f"job-name={job}").items
-        return [self._dict(p) for p in pods]
+    def pods_of_job(self, job: dict[str, Any]) -> list[dict[str, Any]]:
+        """The pods the Job controller made for this Job: selected by the controller-uid label
+        and kept only with a controller owner reference to the Job's uid (a pod that merely
+        carries the Job's name in a label is someone else's)."""
+        meta = job["metadata"]
+        uid = meta["uid"]
+        pods = self.core.list_namespaced_pod(
+            meta["namespace"], label_selector=f"{LABEL_CONTROLLER_UID}={uid}"
+        ).items
+        out = []
+        for pod in (self._dict(p) for p in pods):
+            refs = (pod.get("metadata") or {}).get("ownerReferences") or []
+            if any(
+                r.get("controller") and r.get("kind") == "Job" and r.get("uid") == uid for r in refs
+            ):
+                out.append(pod)
+        return out
 
-    def active_benchmarks(self) -> int:
-        """Benchmark Jobs cluster-wide that have neither finished nor wait suspended."""
-        jobs = self.batch.list_job_for_all_namespaces(
-            label_selector=f"{LABEL_MANAGED}={MANAGED_BY}"
+    def list_benchmark_jobs(self, namespace: str) -> list[dict[str, Any]]:
+        """Every benchmark Job in the benchmark namespace (metadata and status)."""
+        jobs = self.batch.list_namespaced_job(
+            namespace, label_selector=f"{LABEL_MANAGED}={MANAGED_BY}"
+        ).items
+        return [self._dict(j) for j in jobs]
+
+    def get_pvc(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return self._dict(self.core.read_namespaced_persistent_volume_claim(name, namespace))
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def active_benchmarks(self, namespace: str) -> int:
+        """Benchmark Jobs that have neither finished nor wait suspended."""
+        jobs = self.batch.list_namespaced_job(
+            namespace, label_selector=f"{LABEL_MANAGED}={MANAGED_BY}"
         ).items
         count = 0
         for j in jobs:

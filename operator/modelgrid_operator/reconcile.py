@@ -23,12 +23,21 @@ from modelgrid_contract.result import SCHEMA_FAILURE, BenchFailure, WorkDoneFloo
 from modelgrid_contract.wire import ResultRejected
 from modelgrid_operator.api import (
     ConditionType,
+    EndpointAccess,
     Phase,
     QualificationSpec,
     Reason,
     TierPolicySpec,
 )
-from modelgrid_operator.jobs import JobSettings, build_job, job_name
+from modelgrid_operator.endpoints import endpoint_refusal
+from modelgrid_operator.jobs import (
+    ANNOTATION_SHARED_WITH,
+    JobSettings,
+    build_job,
+    job_name,
+    job_nonce,
+    model_claims,
+)
 from modelgrid_operator.verdict import evaluate, measured_status, validate_result
 
 HISTORY_LIMIT = 10
@@ -52,6 +61,9 @@ CLEARED_VERDICT: dict[str, Any] = dict.fromkeys(
     )
 )
 QUEUE_RECHECK_S = 15.0
+#: How often a qualification waiting on something outside it (a model volume, a policy that
+#: allows its endpoint) looks again.
+BLOCKED_RECHECK_S = 60.0
 MESSAGE_LIMIT = 1024
 
 
@@ -73,11 +85,16 @@ class Observed:
     policy_name: str
     policy: dict[str, Any] | None  # the TierPolicy object, None when absent
     job: dict[str, Any] | None  # the Job of the current generation and attempt
-    pods: list[dict[str, Any]]  # that Job's pods
+    pods: list[dict[str, Any]]  # that Job's own pods (controller owner reference to it)
     stale_jobs: list[str]  # active Jobs of earlier generations or attempts
-    active_benchmarks: int  # benchmark Jobs running cluster-wide (for the cap)
+    active_benchmarks: int  # benchmark Jobs running (for the cap)
     max_concurrent: int
     now: dt.datetime
+    #: the nonce a Job created now is given (drawn by the caller: decide stays pure)
+    nonce: str
+    #: the model's claims in the benchmark namespace, None where absent (looked up only when
+    #: a Job is to be created)
+    volumes: dict[str, dict[str, Any] | None] = field(default_factory=dict)
 
 
 @dataclass
@@ -169,15 +186,34 @@ def _in_progress(
     }
 
 
+def _condition(status: dict[str, Any], ctype: str) -> dict[str, Any]:
+    """A condition of `status` by type, {} when absent."""
+    found: dict[str, Any] = next(
+        (c for c in status.get("conditions") or [] if c.get("type") == ctype), {}
+    )
+    return found
+
+
+def _scheduled_after(obs: Observed) -> tuple[bool, str, str]:
+    """Scheduled, once it is over: where the benchmark's pods ran, or that none ever did."""
+    ran = [p for p in obs.pods if (p.get("spec") or {}).get("nodeName")]
+    if ran:
+        nodes = sorted({str(p["spec"]["nodeName"]) for p in ran})
+        return (
+            True,
+            Reason.SCHEDULED.value,
+            f"the benchmark ran {len(ran)} time(s), on {', '.join(nodes)}",
+        )
+    prev = _condition(obs.status, "Scheduled")
+    if prev.get("status") == "True":  # its pods are gone (a re-evaluation): what it said stands
+        return True, str(prev.get("reason", "")), str(prev.get("message", ""))
+    if obs.job is not None:
+        return False, "NeverScheduled", "no benchmark pod was ever scheduled"
+    return False, "NotStarted", "no benchmark Job was started"
+
+
 def _failed(obs: Observed, reason: str, message: str) -> dict[str, Any]:
-    prev_sched = next(
-        (c for c in obs.status.get("conditions", []) if c.get("type") == "Scheduled"), None
-    )
-    scheduled = (
-        prev_sched is not None and prev_sched.get("status") == "True",
-        str(prev_sched.get("reason", "Unknown")) if prev_sched else "Unknown",
-        str(prev_sched.get("message", "")) if prev_sched else "",
-    )
+    scheduled = _scheduled_after(obs)
     return {
         "phase": Phase.FAILED.value,
         "completedAt": _iso(obs.now),
@@ -268,9 +304,13 @@ def _verdict_status(
     raw: str,
     attempt: int,
     reruns_done: int,
+    *,
+    nonce: str | None = None,
+    check_nonce: bool = False,
 ) -> tuple[dict[str, Any], bool, list[tuple[str, str, str]]]:
-    """Status for a result; (status, rerun requested, events)."""
-    result = validate_result(raw, spec, policy)
+    """Status for a result; (status, rerun requested, events). A fresh result must echo its
+    Job's `nonce` (`check_nonce`); a stored one was checked when it was accepted."""
+    result = validate_result(raw, spec, policy, expected_nonce=nonce, check_nonce=check_nonce)
     v = evaluate(result, spec, policy, reruns_done=reruns_done)
     if v.rerun_requested:
         return {}, True, [("Normal", Reason.RERUN.value, v.reasoning)]
@@ -402,6 +442,7 @@ def decide(obs: Observed, settings: JobSettings, *, queue_cap_applies: bool = Tr
                 Reason.REVERIFY,
                 "the qualification expired; a fresh run is due",
                 floors=policy.work_done.floors(),
+                policy_access=policy.endpoint_access,
             )
         ready: dict[str, Any] = next(
             (c for c in st.get("conditions") or [] if c.get("type") == "Ready"), {}
@@ -443,15 +484,27 @@ def decide(obs: Observed, settings: JobSettings, *, queue_cap_applies: bool = Tr
             Reason.CREATED,
             "",
             floors=policy.work_done.floors(),
+            policy_access=policy.endpoint_access,
         )
     base.update({"attempt": attempt, "jobName": job["metadata"]["name"], "reruns": reruns})
     decision = Decision(base, delete_jobs=list(obs.stale_jobs))
     if _job_condition(job, "Complete") or _job_condition(job, "SuccessCriteriaMet"):
         succeeded = [p for p in obs.pods if (p.get("status") or {}).get("phase") == "Succeeded"]
+        if len(succeeded) > 1:
+            names = ", ".join(sorted(str(p["metadata"]["name"]) for p in succeeded))
+            message = (
+                f"Job {job['metadata']['name']} has {len(succeeded)} succeeded pods ({names}) "
+                "for one run: which one measured is unknown, so none is priced"
+            )
+            decision.status.update(_failed(obs, Reason.AMBIGUOUS_RESULT.value, message))
+            decision.events.append(("Warning", Reason.AMBIGUOUS_RESULT.value, _clip(message)))
+            return decision
         term = _terminated(succeeded[-1]) if succeeded else None
         raw = (term or {}).get("message") or ""
         try:
-            status, rerun, events = _verdict_status(obs, spec, policy, raw, attempt, reruns)
+            status, rerun, events = _verdict_status(
+                obs, spec, policy, raw, attempt, reruns, nonce=job_nonce(job), check_nonce=True
+            )
         except ResultRejected as exc:
             message = f"{exc.reason}: {exc.message}"
             decision.status.update(_failed(obs, Reason.RESULT_REJECTED.value, message))
@@ -470,6 +523,7 @@ def decide(obs: Observed, settings: JobSettings, *, queue_cap_applies: bool = Tr
                 Reason.RERUN,
                 events[0][2],
                 floors=policy.work_done.floors(),
+                policy_access=policy.endpoint_access,
             )
             d.events = events + d.events
             return d
@@ -550,6 +604,26 @@ def decide(obs: Observed, settings: JobSettings, *, queue_cap_applies: bool = Tr
 
 #: A namespace being deleted refuses new objects; nothing to report to a qualification going too.
 TERMINATING_HINT = "being terminated"
+#: A ResourceQuota of the benchmark namespace is used up: a turn comes when a Job goes.
+QUOTA_HINT = "exceeded quota"
+
+
+def _quota_wait(obs: Observed, decision: Decision, message: str) -> Decision:
+    """The benchmark namespace's quota refused the Job: Queued (in progress, not failed), with
+    the apiserver's words, tried again like a full queue."""
+    text = f"the benchmark namespace's ResourceQuota refused the Job; waiting: {message}"
+    keep: dict[str, Any] = {
+        k: v for k, v in decision.status.items() if k in ("observedGeneration", "attempt", "reruns")
+    }
+    status = _in_progress(
+        obs, Phase.QUEUED, Reason.QUEUED, text, (False, Reason.QUEUED.value, "not started")
+    )
+    news = obs.status.get("phase") != Phase.QUEUED.value
+    return Decision(
+        {**keep, **status},
+        requeue_after_s=QUEUE_RECHECK_S,
+        events=[("Normal", Reason.QUEUED.value, _clip(text))] if news else [],
+    )
 
 
 def job_refused(obs: Observed, decision: Decision, status_code: int, message: str) -> Decision:
@@ -558,10 +632,93 @@ def job_refused(obs: Observed, decision: Decision, status_code: int, message: st
     words, instead of a retry every minute with no status."""
     if status_code == 403 and TERMINATING_HINT in message:
         return Decision(dict(obs.status), requeue_after_s=None)
+    if status_code == 403 and QUOTA_HINT in message:
+        return _quota_wait(obs, decision, message)
     name = (decision.job or {}).get("metadata", {}).get("name", "the benchmark Job")
+    if (
+        status_code == 404
+    ):  # the benchmark namespace is gone: the installation's fault, not the spec's
+        where = (decision.job or {}).get("metadata", {}).get("namespace", "")
+        text = (
+            f"the benchmark namespace {where!r} does not exist, so Job {name} cannot be "
+            f"created ({message}); the operator's installation must create it"
+        )
+        base = {k: v for k, v in decision.status.items() if k in ("observedGeneration",)}
+        base.update({k: decision.status[k] for k in ("attempt", "reruns") if k in decision.status})
+        return _blocked_decision(obs, base, Reason.BENCHMARK_NAMESPACE_MISSING, text)
     text = f"the apiserver refused Job {name} ({status_code}): {message}"
     status = {**decision.status, **_failed(obs, Reason.JOB_REFUSED.value, text)}
     return Decision(status, events=[("Warning", Reason.JOB_REFUSED.value, _clip(text))])
+
+
+def _volume_blocked(obs: Observed, spec: QualificationSpec) -> tuple[Reason, str] | None:
+    """A model claim that is not in the benchmark namespace, or not shared with the tenant's
+    namespace there: the pod could not start (or must not read it)."""
+    for claim in model_claims(spec):
+        pvc = obs.volumes.get(claim)
+        if pvc is None:
+            return Reason.MODEL_VOLUME_MISSING, (
+                f"PersistentVolumeClaim {claim!r} (spec.model.source) does not exist in the "
+                "benchmark namespace; benchmarks read models only from claims there: ask the "
+                "platform team to stage the model (docs/operations.md, 'Model volumes')"
+            )
+        shared = ((pvc.get("metadata") or {}).get("annotations") or {}).get(
+            ANNOTATION_SHARED_WITH, ""
+        )
+        allowed = {s.strip() for s in str(shared).split(",") if s.strip()}
+        if "*" not in allowed and obs.namespace not in allowed:
+            return Reason.MODEL_VOLUME_NOT_SHARED, (
+                f"PersistentVolumeClaim {claim!r} in the benchmark namespace is not shared with "
+                f"namespace {obs.namespace!r} (annotation {ANNOTATION_SHARED_WITH})"
+            )
+    return None
+
+
+def _endpoint_blocked(spec: QualificationSpec, access: EndpointAccess) -> tuple[Reason, str] | None:
+    """An endpoint the TierPolicy does not let the benchmark call."""
+    endpoint = spec.model.source.endpoint
+    if endpoint is None:
+        return None
+    why = endpoint_refusal(endpoint.url, access)
+    return (Reason.ENDPOINT_NOT_ALLOWED, why) if why else None
+
+
+def _blocked(
+    obs: Observed, spec: QualificationSpec, access: EndpointAccess
+) -> tuple[Reason, str] | None:
+    """What keeps a Job from being created now, though it may change without a new spec."""
+    return _volume_blocked(obs, spec) or _endpoint_blocked(spec, access)
+
+
+def _blocked_decision(
+    obs: Observed, base: dict[str, Any], reason: Reason, message: str
+) -> Decision:
+    """Pending and Stalled with the reason: kstatus reports it Failed with the message, and
+    the qualification starts by itself once the cause is gone (it is looked at again)."""
+    status = {
+        **CLEARED_VERDICT,  # an expired verdict is not shown while the rerun cannot start
+        "phase": Phase.PENDING.value,
+        "conditions": conditions(
+            obs.status.get("conditions", []),
+            {
+                ConditionType.READY: (False, reason.value, message),
+                ConditionType.RECONCILING: (False, reason.value, ""),
+                ConditionType.STALLED: (True, reason.value, message),
+                ConditionType.SCHEDULED: (False, reason.value, "not started: " + message),
+                ConditionType.VERIFIED: (False, "Pending", "no verdict yet"),
+            },
+            obs.generation,
+            obs.now,
+        ),
+    }
+    previous = _condition(obs.status, "Stalled")
+    news = previous.get("reason") != reason.value or previous.get("status") != "True"
+    return Decision(
+        {**base, **status},
+        requeue_after_s=BLOCKED_RECHECK_S,
+        delete_jobs=list(obs.stale_jobs),
+        events=[("Warning", reason.value, _clip(message))] if news else [],
+    )
 
 
 def _until(now: dt.datetime, when: dt.datetime | None) -> float | None:
@@ -581,7 +738,11 @@ def _start(
     why: str,
     *,
     floors: WorkDoneFloors,
+    policy_access: EndpointAccess,
 ) -> Decision:
+    blocked = _blocked(obs, spec, policy_access)
+    if blocked is not None:
+        return _blocked_decision(obs, base, *blocked)
     if queue_cap_applies and not spec.queue_name and obs.active_benchmarks >= obs.max_concurrent:
         message = (
             f"{obs.active_benchmarks} of {obs.max_concurrent} benchmark slots are in use; "
@@ -606,6 +767,7 @@ def _start(
         generation=obs.generation,
         spec=spec,
         settings=settings,
+        nonce=obs.nonce,
         attempt=attempt,
         floors=floors,
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from modelgrid_operator.jobs import JobSettings
+from modelgrid_operator.jobs import DEFAULT_BENCHMARK_NAMESPACE, JobSettings
 
 
 def _int(name: str, default: int) -> int:
@@ -34,6 +34,7 @@ class Settings:
             liveness_endpoint=env.get("MODELGRID_LIVENESS_ENDPOINT", "http://0.0.0.0:8081/healthz"),
             resync_interval_s=float(_int("MODELGRID_RESYNC_SECONDS", 30)),
             job=JobSettings(
+                namespace=env.get("MODELGRID_BENCHMARK_NAMESPACE") or DEFAULT_BENCHMARK_NAMESPACE,
                 image=env.get("MODELGRID_BENCH_IMAGE", JobSettings.image),
                 image_pull_policy=env.get("MODELGRID_BENCH_PULL_POLICY", "IfNotPresent"),
                 backoff_limit=_int("MODELGRID_BACKOFF_LIMIT", 2),

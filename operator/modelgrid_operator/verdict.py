@@ -61,16 +61,21 @@ def validate_result(
     policy: TierPolicySpec,
     *,
     check_identity: bool = True,
+    expected_nonce: str | None = None,
+    check_nonce: bool = False,
 ) -> CompactResult:
     """Decode and check a termination message. Raises `ResultRejected` with a reason.
 
-    The checks run as a ladder, first refusal wins: the benchmark's own refusal; contention;
+    The checks run as a ladder, first refusal wins: the result was made for this Job (it
+    echoes `expected_nonce`, when `check_nonce`); the benchmark's own refusal; contention;
     simulated power; identity (GPU product and count, workload digest); internal consistency;
     the work-done gate under the policy's floors; the policy's disqualifying flags; a tier
     metric to price. `check_identity=False` skips the identity checks, which need the
     qualification the result was made for (the offline CLI without a qualification).
     """
     result = decode_compact(raw)
+    if check_nonce:
+        _bound(result, expected_nonce)
     _refused_by_benchmark(result)
     _contended(result)
     _simulated(result, policy)
@@ -83,6 +88,23 @@ def validate_result(
     _disqualified(result, policy)
     _priceable(result, policy)
     return result
+
+
+def _bound(result: CompactResult, expected: str | None) -> None:
+    """The result echoes the nonce of the Job it came from: one measured for another Job (a
+    replay of another qualification's result) proves nothing about this one."""
+    if expected is None:
+        raise ResultRejected(
+            Reason.NOT_BOUND,
+            "the benchmark Job carries no nonce, so no result can be bound to it",
+        )
+    if result.job_nonce != expected:
+        got = "none" if result.job_nonce is None else f"{result.job_nonce[:8]}…"
+        raise ResultRejected(
+            Reason.NOT_BOUND,
+            f"the result echoes nonce {got}, not its Job's {expected[:8]}…: it was not measured "
+            "for this Job",
+        )
 
 
 def _refused_by_benchmark(result: CompactResult) -> None:

@@ -20,6 +20,7 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from modelgrid_operator.jobs import DEFAULT_BENCHMARK_NAMESPACE
 from modelgrid_sandbox.cluster import Cluster, start_cluster, wait_for_default_service_account
 from modelgrid_sandbox.controlplane import REPO
 from modelgrid_sandbox.nodeagent import NodeSpec
@@ -30,6 +31,10 @@ TEST_FLEET = [
     NodeSpec("gpu-h100-0", "NVIDIA-H100-80GB-HBM3", 4, 81559, replay_trace="builtin:h200-busy"),
     NodeSpec("cpu-0", None, 0, 0),
 ]
+
+#: Where the operator under test runs benchmark Jobs (the sandbox creates it as the chart does).
+BENCHMARK_NAMESPACE = DEFAULT_BENCHMARK_NAMESPACE
+_QUALIFICATION_NS = "modelgrid.firmus.ai/qualification-namespace"
 
 LOG_ROOT = REPO / "build" / "test-logs"
 _state: dict[str, Any] = {"failed": False, "log_dir": None}
@@ -103,10 +108,39 @@ def namespace(cluster: Cluster) -> Iterator[str]:
     yield name
     with contextlib.suppress(ApiException):
         core.delete_namespace(name, propagation_policy="Background")
-    # Let the namespace's pods go before the next test needs the GPUs they held.
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and core.list_namespaced_pod(name).items:
+    # Let the namespace's pods, and its benchmark pods, go before the next test needs the GPUs
+    # they held (the operator deletes the Jobs of deleted qualifications).
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and (
+        core.list_namespaced_pod(name).items or benchmark_pods(cluster.api, name)
+    ):
         time.sleep(0.3)
+
+
+def benchmark_jobs(api: client.ApiClient, qualification_ns: str) -> list[Any]:
+    """Benchmark Jobs made for qualifications in `qualification_ns`."""
+    with contextlib.suppress(ApiException):
+        return list(
+            client.BatchV1Api(api)
+            .list_namespaced_job(
+                BENCHMARK_NAMESPACE, label_selector=f"{_QUALIFICATION_NS}={qualification_ns}"
+            )
+            .items
+        )
+    return []
+
+
+def benchmark_pods(api: client.ApiClient, qualification_ns: str) -> list[Any]:
+    """Benchmark pods made for qualifications in `qualification_ns`."""
+    with contextlib.suppress(ApiException):
+        return list(
+            client.CoreV1Api(api)
+            .list_namespaced_pod(
+                BENCHMARK_NAMESPACE, label_selector=f"{_QUALIFICATION_NS}={qualification_ns}"
+            )
+            .items
+        )
+    return []
 
 
 def wait_for(

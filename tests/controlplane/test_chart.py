@@ -2,13 +2,16 @@
 
 `helm install` into a namespace that enforces Pod Security "restricted": the operator's pod is
 admitted, runs on the simulated CPU node as the chart's ServiceAccount (the node agent hands it a
-token bound to the pod), and with nothing but the chart's ClusterRole it qualifies a model end to
-end, its benchmark pods admitted under "restricted" too. The user roles aggregate into edit and
-view. `helm upgrade` mid-run loses nothing; `helm uninstall` leaves no operator object and keeps
-the CRDs.
+token bound to the pod), and with nothing but the chart's ClusterRole and its Role in the
+benchmark namespace it qualifies a model end to end, its benchmark Job and pod in the benchmark
+namespace (the chart's, "restricted" too), none in the tenant's. It may create Jobs, and read
+pods and claims, there and nowhere else. The user roles aggregate into edit and view. `helm
+upgrade` mid-run loses nothing; deleting a qualification deletes its Jobs; `helm uninstall`
+leaves no operator object and keeps the CRDs and the benchmark namespace.
 
-The release serves one namespace of its own (watchNamespaces); no other operator runs meanwhile
-(test_operator.py's local operator lives only as long as that module).
+The release serves one namespace of its own (watchNamespaces) and runs its benchmarks in a
+benchmark namespace of its own (`<system>-bench`, never the default one that test_operator.py's
+operators use); no other operator serves its namespaces meanwhile.
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ class Release:
     system: str  # the release namespace
     work: str  # the one namespace the operator serves
     users: str  # where alice (edit) and bob (view) work; not served
+    bench: str  # the benchmark namespace (benchmark.namespace), created by the chart
     metrics_port: int
     live_port: int
     home: Path
@@ -116,6 +120,7 @@ def release(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Itera
         system=f"mg-system-{suffix}",
         work=f"mg-work-{suffix}",
         users=f"mg-users-{suffix}",
+        bench=f"mg-system-{suffix}-bench",
         metrics_port=free_port(),
         live_port=free_port(),
         home=tmp_path_factory.mktemp("helm"),
@@ -126,6 +131,7 @@ def release(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Itera
     # The benchmark pods pace tokens (20 ms a step) instead of running the model on the CPU.
     env.update({"MODELGRID_BACKEND_OVERRIDE": "synthetic", "MODELGRID_SYNTHETIC_STEP_MS": "20"})
     values = {
+        "benchmark": {"namespace": r.bench},
         "watchNamespaces": [r.work],
         "maxConcurrentJobs": 2,
         "metrics": {"port": r.metrics_port},  # the pod is a local process: free host ports
@@ -168,7 +174,8 @@ def release(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Itera
             r.run("helm", "uninstall", RELEASE, "--namespace", r.system, "--wait")
         core = client.CoreV1Api(api)
         _release_qualifications(api, r.work, r.users)
-        for ns in (r.work, r.users, r.system):
+        # The benchmark namespace outlives the uninstall (helm.sh/resource-policy: keep).
+        for ns in (r.work, r.users, r.bench, r.system):
             with contextlib.suppress(ApiException):
                 core.delete_namespace(ns, propagation_policy="Background")
         rbac = client.RbacAuthorizationV1Api(api)
@@ -188,7 +195,7 @@ def release(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Itera
             time.sleep(0.3)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and any(
-            core.list_namespaced_pod(ns).items for ns in (r.work, r.system)
+            core.list_namespaced_pod(ns).items for ns in (r.work, r.bench, r.system)
         ):
             time.sleep(0.3)
 
@@ -267,8 +274,16 @@ def _finished(r: Release, namespace: str, name: str) -> dict[str, Any] | None:
 
 
 def _jobs_of(r: Release, namespace: str, name: str) -> list[Any]:
-    jobs = client.BatchV1Api(r.cluster.api).list_namespaced_job(namespace).items
-    return [j for j in jobs if (j.metadata.annotations or {}).get(f"{GROUP}/qualification") == name]
+    """The benchmark Jobs of the qualification `namespace`/`name`: in the benchmark namespace,
+    naming it in their annotations (no owner reference crosses namespaces)."""
+    want = {f"{GROUP}/qualification": name, f"{GROUP}/qualification-namespace": namespace}
+    jobs = client.BatchV1Api(r.cluster.api).list_namespaced_job(r.bench).items
+    return [j for j in jobs if want.items() <= (j.metadata.annotations or {}).items()]
+
+
+def _condition(obj: dict[str, Any], kind: str) -> dict[str, Any]:
+    conditions = (obj.get("status") or {}).get("conditions") or []
+    return next((c for c in conditions if c["type"] == kind), {})
 
 
 def _create(r: Release, body: dict[str, Any]) -> None:
@@ -309,6 +324,37 @@ def test_the_operator_runs_restricted_as_its_service_account(release: Release) -
     denied = r.run("kubectl", "get", "secrets", "-A", "--kubeconfig", kubeconfig)
     assert denied.returncode != 0
     assert "forbidden" in denied.stderr.lower()
+    env = {e.name: e.value for e in container.env}
+    assert env["MODELGRID_BENCHMARK_NAMESPACE"] == r.bench
+
+
+def test_the_chart_makes_the_benchmark_namespace(release: Release) -> None:
+    r = release
+    api = r.cluster.api
+    ns = client.CoreV1Api(api).read_namespace(r.bench)
+    for mode in ("enforce", "audit", "warn"):
+        assert ns.metadata.labels[f"pod-security.kubernetes.io/{mode}"] == "restricted"
+    assert ns.metadata.labels["app.kubernetes.io/part-of"] == "modelgrid"
+    assert ns.metadata.annotations["helm.sh/resource-policy"] == "keep"
+    rbac = client.RbacAuthorizationV1Api(api)
+    role = rbac.read_namespaced_role(FULLNAME, r.bench)
+    assert sorted((rule.resources[0], tuple(rule.verbs)) for rule in role.rules) == [
+        ("jobs", ("get", "list", "watch", "create", "delete")),
+        ("persistentvolumeclaims", ("get",)),
+        ("pods", ("list", "watch")),
+    ]
+    # The operator is the only subject bound to anything in the benchmark namespace.
+    bindings = rbac.list_namespaced_role_binding(r.bench).items
+    assert [
+        (b.metadata.name, [(s.kind, s.namespace, s.name) for s in b.subjects]) for b in bindings
+    ] == [(FULLNAME, [("ServiceAccount", r.system, FULLNAME)])]
+    (policy,) = client.NetworkingV1Api(api).list_namespaced_network_policy(r.bench).items
+    assert policy.metadata.name == f"{FULLNAME}-benchmarks"
+    assert policy.spec.pod_selector.match_labels == {
+        "app.kubernetes.io/name": "modelgrid-benchmark"
+    }
+    assert policy.spec.policy_types == ["Ingress", "Egress"]
+    assert not policy.spec.ingress
 
 
 def test_the_operator_may_do_what_it_does_and_nothing_else(release: Release) -> None:
@@ -319,14 +365,17 @@ def test_the_operator_may_do_what_it_does_and_nothing_else(release: Release) -> 
         ("watch", "modelqualifications.modelgrid.firmus.ai", "-A"),
         ("patch", "modelqualifications.modelgrid.firmus.ai", "-n", r.work),
         ("patch", "modelqualifications.modelgrid.firmus.ai/status", "-n", r.work),
-        ("update", "modelqualifications.modelgrid.firmus.ai/finalizers", "-n", r.work),
         ("get", "tierpolicies.modelgrid.firmus.ai"),
         ("patch", "tierpolicies.modelgrid.firmus.ai"),
-        ("create", "jobs.batch", "-n", r.work),
-        ("delete", "jobs.batch", "-n", r.work),
-        ("watch", "jobs.batch", "-A"),
-        ("list", "pods", "-A"),
-        ("watch", "pods", "-A"),
+        # Jobs, pods and claims: in the benchmark namespace only.
+        ("create", "jobs.batch", "-n", r.bench),
+        ("get", "jobs.batch", "-n", r.bench),
+        ("list", "jobs.batch", "-n", r.bench),
+        ("watch", "jobs.batch", "-n", r.bench),
+        ("delete", "jobs.batch", "-n", r.bench),
+        ("list", "pods", "-n", r.bench),
+        ("watch", "pods", "-n", r.bench),
+        ("get", "persistentvolumeclaims", "-n", r.bench),
         ("create", "events", "-n", r.work),
         ("watch", "customresourcedefinitions.apiextensions.k8s.io"),
         ("list", "namespaces"),  # watchNamespaces is set: kopf matches them
@@ -334,14 +383,46 @@ def test_the_operator_may_do_what_it_does_and_nothing_else(release: Release) -> 
     ]
     denied = [
         ("get", "secrets", "-n", r.system),
+        ("get", "secrets", "-n", r.bench),
         ("list", "secrets", "-A"),
         ("watch", "secrets", "-A"),
         ("create", "deployments.apps", "-n", r.work),
         ("patch", "namespaces"),
         ("get", "namespaces"),
+        ("delete", "namespaces"),
+        # No owner reference crosses namespaces: nothing on the qualifications' finalizers.
+        ("update", "modelqualifications.modelgrid.firmus.ai/finalizers", "-n", r.work),
+        # No Job, pod or claim outside the benchmark namespace: not the tenant's, not any.
+        ("create", "jobs.batch", "-n", r.work),
+        ("create", "jobs.batch", "-n", r.users),
+        ("create", "jobs.batch", "-n", r.system),
+        ("create", "jobs.batch", "-n", "default"),
+        ("create", "jobs.batch", "-A"),
+        ("delete", "jobs.batch", "-n", r.work),
+        ("get", "jobs.batch", "-n", r.work),
+        ("list", "jobs.batch", "-A"),
+        ("watch", "jobs.batch", "-A"),
+        ("list", "pods", "-A"),
+        ("watch", "pods", "-A"),
+        ("list", "pods", "-n", r.work),
+        ("get", "persistentvolumeclaims", "-n", r.work),
+        ("get", "persistentvolumeclaims", "-A"),
         ("create", "pods", "-n", r.work),
         ("delete", "pods", "-n", r.work),
         ("update", "jobs.batch", "-n", r.work),
+        # In the benchmark namespace, exactly the Role's verbs.
+        ("update", "jobs.batch", "-n", r.bench),
+        ("patch", "jobs.batch", "-n", r.bench),
+        ("get", "pods", "-n", r.bench),
+        ("create", "pods", "-n", r.bench),
+        ("delete", "pods", "-n", r.bench),
+        ("get", "pods/log", "-n", r.bench),
+        ("create", "pods/exec", "-n", r.bench),
+        ("list", "persistentvolumeclaims", "-n", r.bench),
+        ("create", "persistentvolumeclaims", "-n", r.bench),
+        ("delete", "persistentvolumeclaims", "-n", r.bench),
+        ("patch", "networkpolicies.networking.k8s.io", "-n", r.bench),
+        ("create", "rolebindings.rbac.authorization.k8s.io", "-n", r.bench),
         ("create", "modelqualifications.modelgrid.firmus.ai", "-n", r.work),
         ("delete", "modelqualifications.modelgrid.firmus.ai", "-n", r.work),
         ("update", "modelqualifications.modelgrid.firmus.ai/status", "-n", r.work),
@@ -354,10 +435,11 @@ def test_the_operator_may_do_what_it_does_and_nothing_else(release: Release) -> 
     ]
     wrong = [a for a in allowed if not r.can(sa, *a)] + [d for d in denied if r.can(sa, *d)]
     assert not wrong, f"{sa}: wrong answers for {wrong}"
-    role = client.RbacAuthorizationV1Api(r.cluster.api).read_cluster_role(FULLNAME)
-    for rule in role.rules:
-        assert "*" not in (rule.verbs + rule.resources + (rule.api_groups or [])), rule
-        assert "secrets" not in rule.resources
+    rbac = client.RbacAuthorizationV1Api(r.cluster.api)
+    for role in (rbac.read_cluster_role(FULLNAME), rbac.read_namespaced_role(FULLNAME, r.bench)):
+        for rule in role.rules:
+            assert "*" not in (rule.verbs + rule.resources + (rule.api_groups or [])), rule
+            assert "secrets" not in rule.resources
 
 
 @pytest.mark.timeout(240)
@@ -371,12 +453,18 @@ def test_a_qualification_succeeds_with_only_the_charts_permissions(release: Rele
     assert st["environment"]["simulated"] is True
     assert st["tier"]["number"] in (1, 2, 3)
     (job,) = _jobs_of(r, r.work, "q-chart")
-    # The benchmark pod was admitted under "restricted" and ran to completion.
-    pods = client.CoreV1Api(r.cluster.api).list_namespaced_pod(
-        r.work, label_selector=f"job-name={job.metadata.name}"
-    )
+    assert job.metadata.namespace == r.bench
+    assert not job.metadata.owner_references  # none can cross namespaces
+    assert job.metadata.labels[f"{GROUP}/qualification-uid"] == obj["metadata"]["uid"]
+    # The benchmark pod was admitted under "restricted" (the benchmark namespace's) and ran to
+    # completion; nothing ran in the tenant's namespace.
+    core = client.CoreV1Api(r.cluster.api)
+    pods = core.list_namespaced_pod(r.bench, label_selector=f"job-name={job.metadata.name}")
     assert [p.status.phase for p in pods.items] == ["Succeeded"]
-    events = client.CoreV1Api(r.cluster.api).list_namespaced_event(r.work).items
+    assert pods.items[0].metadata.labels["app.kubernetes.io/name"] == "modelgrid-benchmark"
+    assert not client.BatchV1Api(r.cluster.api).list_namespaced_job(r.work).items
+    assert not core.list_namespaced_pod(r.work).items
+    events = core.list_namespaced_event(r.work).items
     reasons = {e.reason for e in events if e.involved_object.name == "q-chart"}
     assert "JobCreated" in reasons
     assert not [e for e in events if e.reason == "FailedCreate"]
@@ -387,6 +475,42 @@ def test_a_qualification_succeeds_with_only_the_charts_permissions(release: Rele
     with urllib.request.urlopen(f"http://127.0.0.1:{r.metrics_port}/metrics", timeout=5) as resp:
         text = resp.read().decode()
     assert 'modelgrid_qualifications{phase="Succeeded"' in text
+
+
+@pytest.mark.timeout(120)
+def test_the_operator_reads_model_claims_in_the_benchmark_namespace(release: Release) -> None:
+    """A claim there that is not shared with the tenant's namespace blocks the qualification:
+    the operator read it (a refused read would leave no status), and made no Job."""
+    r = release
+    core = client.CoreV1Api(r.cluster.api)
+    core.create_namespaced_persistent_volume_claim(
+        r.bench,
+        client.V1PersistentVolumeClaim(
+            metadata=client.V1ObjectMeta(
+                name="models", annotations={f"{GROUP}/shared-with": "someone-else"}
+            ),
+            spec=client.V1PersistentVolumeClaimSpec(
+                access_modes=["ReadOnlyMany"],
+                resources=client.V1VolumeResourceRequirements(requests={"storage": "1Gi"}),
+            ),
+        ),
+    )
+    body = _qualification("q-volume", r.work)
+    body["spec"]["model"]["source"] = {"pvc": {"claimName": "models"}}
+    _create(r, body)
+    stalled = wait_for(
+        "the qualification to stall on its claim",
+        lambda: (
+            _condition(_get_mq(r, r.work, "q-volume"), "Stalled").get("status") == "True"
+            and _get_mq(r, r.work, "q-volume")
+        ),
+        60,
+    )
+    assert _condition(stalled, "Stalled")["reason"] == "ModelVolumeNotShared", stalled["status"]
+    assert not _jobs_of(r, r.work, "q-volume")
+    log = (_pod_dir(_running_operator(r)) / "operator.log").read_text()
+    refused = [line for line in log.splitlines() if "forbidden" in line.lower()]
+    assert not refused, refused[:5]
 
 
 def test_editors_ask_for_qualifications_but_cannot_write_verdicts(release: Release) -> None:
@@ -441,6 +565,16 @@ def test_editors_ask_for_qualifications_but_cannot_write_verdicts(release: Relea
     assert r.can("bob", "get", "modelqualifications.modelgrid.firmus.ai/status", "-n", r.users)
     assert not r.can("bob", "create", "modelqualifications.modelgrid.firmus.ai", "-n", r.users)
     assert not r.can("bob", "patch", "modelqualifications.modelgrid.firmus.ai", "-n", r.users)
+    # An editor of a tenant namespace has nothing in the benchmark namespace: no pod to plant.
+    for verb, resource in (
+        ("create", "pods"),
+        ("patch", "pods"),
+        ("list", "pods"),
+        ("create", "jobs.batch"),
+        ("get", "persistentvolumeclaims"),
+        ("create", "persistentvolumeclaims"),
+    ):
+        assert not r.can("alice", verb, resource, "-n", r.bench), (verb, resource)
 
 
 @pytest.mark.timeout(300)
@@ -479,6 +613,14 @@ def test_an_upgrade_mid_run_keeps_the_qualification(release: Release) -> None:
     assert [j.metadata.name for j in _jobs_of(r, r.work, "q-upgrade")] == [job.metadata.name]
     history = json.loads(r.ok("helm", "history", RELEASE, "-n", r.system, "-o", "json"))
     assert [(h["revision"], h["status"]) for h in history][-1] == (2, "deployed")
+    assert env["MODELGRID_BENCHMARK_NAMESPACE"] == r.bench
+    # No owner reference: the operator itself deletes the Jobs of a deleted qualification.
+    client.CustomObjectsApi(r.cluster.api).delete_namespaced_custom_object(
+        GROUP, VERSION, r.work, "modelqualifications", "q-upgrade"
+    )
+    wait_for(
+        "the deleted qualification's Job to go", lambda: not _jobs_of(r, r.work, "q-upgrade"), 90
+    )
 
 
 def test_uninstall_leaves_no_operator_object_and_keeps_the_crds(release: Release) -> None:
@@ -503,6 +645,13 @@ def test_uninstall_leaves_no_operator_object_and_keeps_the_crds(release: Release
         if b.metadata.name == FULLNAME
     ]
     wait_for("the operator pod to go", lambda: not _operator_pods(r), 60)
+    # The benchmark namespace stays (keep), without the operator's Role, binding or policy.
+    assert core.read_namespace(r.bench).status.phase == "Active"
+    assert not rbac.list_namespaced_role(r.bench, label_selector=selector).items
+    assert not rbac.list_namespaced_role_binding(r.bench, label_selector=selector).items
+    networking = client.NetworkingV1Api(api)
+    assert not networking.list_namespaced_network_policy(r.bench, label_selector=selector).items
+    assert _jobs_of(r, r.work, "q-chart")  # the finished benchmark's Job, left to its TTL
     # The API and its data stay: helm.sh/resource-policy: keep.
     ext = client.ApiextensionsV1Api(api)
     for name in CRD_NAMES:

@@ -20,8 +20,10 @@ import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from modelgrid_operator.api import Tier, tier_order_problems
 from modelgrid_sandbox.cluster import Cluster
 from tests.controlplane.conftest import wait_for
+from tests.factory import tier
 
 REPO = Path(__file__).resolve().parents[2]
 CRDS = REPO / "crds"
@@ -286,6 +288,7 @@ def test_a_policy_with_only_tiers_gets_every_default(crds: Cluster) -> None:
     assert spec["borderline"] == "WorseTier"
     assert spec["maxReruns"] == 1
     assert spec["allowSimulated"] is False
+    assert spec["endpointAccess"] == {"allowClusterInternal": False, "allowLinkLocal": False}
 
 
 # --------------------------------------------------------------------------- ModelQualification
@@ -411,7 +414,7 @@ INVALID_SPECS: list[tuple[str, dict[str, Any], str, str]] = [
         "bad-contact",
         _with("attestation", {"contact": "energy-team"}),
         "spec.attestation.contact",
-        "attestation.contact must be an email address",
+        'attestation.contact must be an email address like energy@example.ai; got "energy-team"',
     ),
     (
         "gpu-count-9",
@@ -423,7 +426,8 @@ INVALID_SPECS: list[tuple[str, dict[str, Any], str, str]] = [
         "ftp-endpoint",
         _with("model.source", {"endpoint": {"url": "ftp://models.example.com/llama"}}),
         "spec.model.source.endpoint.url",
-        "endpoint.url must start with http:// or https://",
+        "endpoint.url must be an http:// or https:// URL with a host, like"
+        ' http://vllm.serving.svc:8000/v1; got "ftp://models.example.com/llama"',
     ),
     (
         "unknown-architecture",
@@ -498,7 +502,8 @@ INVALID_SPECS: list[tuple[str, dict[str, Any], str, str]] = [
         "parameter-count-words",
         _with("model.parameterCount", "8 billion"),
         "spec.model.parameterCount",
-        "should match",
+        "model.parameterCount must be a number with an optional K, M, B or T suffix, like 8B,"
+        ' 70B or 1.5B; got "8 billion"',
     ),
     (
         "samples-0",
@@ -564,7 +569,9 @@ INVALID_SPECS: list[tuple[str, dict[str, Any], str, str]] = [
         "gpu-product-with-spaces",
         _with("hardware", {"gpuProduct": "NVIDIA H200"}),
         "spec.hardware.gpuProduct",
-        "should match '^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$'",
+        "hardware.gpuProduct must be a value of the node label nvidia.com/gpu.product: letters,"
+        " digits, -, _ and ., starting and ending with a letter or digit, like NVIDIA-H200;"
+        ' got "NVIDIA H200"',
     ),
     (
         "avg-power-0",
@@ -618,7 +625,10 @@ INVALID_SPECS: list[tuple[str, dict[str, Any], str, str]] = [
         "bad-queue-name",
         _with("queueName", "Bad_Queue!"),
         "spec.queueName",
-        "should match '^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$'",
+        "queueName must be the name of a Kueue LocalQueue in the benchmark namespace:"
+        " lowercase letters, digits, - and ., starting and ending with a letter or digit,"
+        " at most 63 characters,"
+        ' like gpu-qualification; got "Bad_Queue!"',
     ),
     (
         "policy-ref-without-name",
@@ -641,6 +651,185 @@ INVALID_SPECS: list[tuple[str, dict[str, Any], str, str]] = [
         ),
         "spec.hardware.tolerations[0].effect",
         'Unsupported value: "Sometimes"',
+    ),
+    # ---- names and references: a human message naming the field, never a regex
+    (
+        "model-id-traversal",
+        _with("model.source", {"cache": {"claimName": "hf-cache", "modelId": "../../etc"}}),
+        "spec.model.source.cache.modelId",
+        "cache.modelId must be a Hugging Face repo id like org/name: letters, digits, -, _ and .,"
+        " no '..' or leading '/'",
+    ),
+    (
+        "model-id-dot-dot-inside",
+        _with("model.source", {"cache": {"claimName": "hf-cache", "modelId": "org/a..b"}}),
+        "spec.model.source.cache.modelId",
+        "no '..' or leading '/'",
+    ),
+    (
+        "model-id-leading-slash",
+        _with("model.source", {"cache": {"claimName": "hf-cache", "modelId": "/etc/passwd"}}),
+        "spec.model.source.cache.modelId",
+        '; got "/etc/passwd"',
+    ),
+    (
+        "model-id-three-parts",
+        _with("model.source", {"cache": {"claimName": "hf-cache", "modelId": "a/b/c"}}),
+        "spec.model.source.cache.modelId",
+        "cache.modelId must be a Hugging Face repo id like org/name",
+    ),
+    (
+        "cache-claim-name-uppercase",
+        _with("model.source", {"cache": {"claimName": "HF_Cache", "modelId": "org/name"}}),
+        "spec.model.source.cache.claimName",
+        "cache.claimName must be the name of a PersistentVolumeClaim in the benchmark"
+        " namespace: lowercase letters, digits, - and ., starting and ending with a letter"
+        " or digit, like hf-cache;"
+        ' got "HF_Cache"',
+    ),
+    (
+        "pvc-claim-name-with-a-slash",
+        _with("model.source", {"pvc": {"claimName": "../models"}}),
+        "spec.model.source.pvc.claimName",
+        "pvc.claimName must be the name of a PersistentVolumeClaim in the benchmark namespace",
+    ),
+    (
+        "policy-ref-name-uppercase",
+        _with("policyRef", {"name": "Model_Card"}),
+        "spec.policyRef.name",
+        "policyRef.name must be the name of a TierPolicy: lowercase letters, digits, - and .,"
+        ' starting and ending with a letter or digit, like model-card; got "Model_Card"',
+    ),
+    (
+        "gpu-product-with-a-newline",
+        _with("hardware", {"gpuProduct": "NVIDIA-H200\n"}),
+        "spec.hardware.gpuProduct",
+        "hardware.gpuProduct must be a value of the node label nvidia.com/gpu.product"
+        ": letters, digits, -, _ and ., starting and ending with a letter or digit, like"
+        " NVIDIA-H200 (it contains a control or bidirectional-override character)",
+    ),
+    # ---- endpoint URLs
+    (
+        "endpoint-without-host",
+        _with("model.source", {"endpoint": {"url": "http://"}}),
+        "spec.model.source.endpoint.url",
+        "endpoint.url must be an http:// or https:// URL with a host, like"
+        ' http://vllm.serving.svc:8000/v1; got "http://"',
+    ),
+    (
+        "endpoint-with-a-space",
+        _with("model.source", {"endpoint": {"url": "http://vllm serving:8000"}}),
+        "spec.model.source.endpoint.url",
+        "endpoint.url must not contain spaces, control or bidirectional-override characters"
+        " (percent-encode them in a path, e.g. %20) (found a space)",
+    ),
+    (
+        "endpoint-with-credentials",
+        _with("model.source", {"endpoint": {"url": "https://user:secret@example.com"}}),
+        "spec.model.source.endpoint.url",
+        "endpoint.url must not carry credentials (user:password@): put them in a Secret",
+    ),
+    (
+        "endpoint-with-a-newline",
+        _with("model.source", {"endpoint": {"url": "http://vllm.serving.svc:8000/v1\r\nX: y"}}),
+        "spec.model.source.endpoint.url",
+        "endpoint.url must not contain spaces, control or bidirectional-override characters"
+        " (percent-encode them in a path, e.g. %20) (found U+000D)",
+    ),
+    (
+        "endpoint-relative",
+        _with("model.source", {"endpoint": {"url": "/v1/completions"}}),
+        "spec.model.source.endpoint.url",
+        "endpoint.url must be an http:// or https:// URL with a host, like"
+        ' http://vllm.serving.svc:8000/v1; got "/v1/completions"',
+    ),
+    (
+        "endpoint-too-long",
+        _with("model.source", {"endpoint": {"url": "http://h/" + "a" * 2048}}),
+        "spec.model.source.endpoint.url",
+        "Too long: may not be more than 2048 bytes",
+    ),
+    # ---- control and bidirectional-override characters in names and free text
+    (
+        "model-name-with-a-newline",
+        _with("model.name", "llama\nINFO verified"),
+        "spec.model.name",
+        "model.name must not contain control or bidirectional-override characters (found U+000A)",
+    ),
+    (
+        "model-name-with-a-right-to-left-override",
+        _with("model.name", "llama-\u202egnp.exe"),
+        "spec.model.name",
+        "model.name must not contain control or bidirectional-override characters (found U+202E)",
+    ),
+    (
+        "model-version-with-an-escape",
+        _with("model.version", "v1\x1b[2J"),
+        "spec.model.version",
+        "model.version must not contain control or bidirectional-override characters"
+        " (found U+001B)",
+    ),
+    (
+        "architecture-with-an-isolate",
+        _with("model.architecture", "Llama\u2066-3"),
+        "spec.model.architecture",
+        "model.architecture must not contain control or bidirectional-override characters"
+        " (found U+2066)",
+    ),
+    (
+        "served-model-with-a-tab",
+        _with("model.source", {"endpoint": {"url": "http://a.b", "servedModel": "m\tx"}}),
+        "spec.model.source.endpoint.servedModel",
+        "endpoint.servedModel must not contain control or bidirectional-override characters"
+        " (found U+0009)",
+    ),
+    (
+        "pvc-path-with-a-nul",
+        _with("model.source", {"pvc": {"claimName": "models", "path": "/m\x00"}}),
+        "spec.model.source.pvc.path",
+        "pvc.path must not contain control or bidirectional-override characters (found U+0000)",
+    ),
+    (
+        "contact-with-crlf",
+        _with("attestation", {"contact": "energy@example.ai\r\nBcc: all@example.ai"}),
+        "spec.attestation.contact",
+        "attestation.contact must not contain control or bidirectional-override characters"
+        " (found U+000D)",
+    ),
+    (
+        "organization-with-a-mark",
+        _with("attestation", {"organization": "Example\u200f AI"}),
+        "spec.attestation.organization",
+        "attestation.organization must not contain control or bidirectional-override characters"
+        " (found U+200F)",
+    ),
+    (
+        "signature-with-a-c1-control",
+        _with("attestation", {"signature": "Jane\x85Developer"}),
+        "spec.attestation.signature",
+        "attestation.signature must not contain control or bidirectional-override characters"
+        " (found U+0085)",
+    ),
+    (
+        "account-id-with-a-delete",
+        _with("attestation", {"accountId": "acct\x7f"}),
+        "spec.attestation.accountId",
+        "attestation.accountId must not contain control or bidirectional-override characters"
+        " (found U+007F)",
+    ),
+    (
+        "framework-with-an-arabic-mark",
+        _with("model.framework", "PyTorch\u061c"),
+        "spec.model.framework",
+        "model.framework must not contain control or bidirectional-override characters"
+        " (found U+061C)",
+    ),
+    (
+        "quantization-with-a-line-feed",
+        _with("model.quantization", "FP16\n"),
+        "spec.model.quantization",
+        "model.quantization must not contain control or bidirectional-override characters"
+        " (found U+000A)",
     ),
 ]
 
@@ -665,6 +854,8 @@ def test_an_invalid_qualification_is_rejected_with_a_human_message(
     text = _rejection(exc.value)
     assert message in text
     assert f"{field}: " in text
+    assert "should match" not in text, text  # no rule answers with a regular expression
+    assert "^[" not in text, text
 
 
 def _tiers(*tiers: tuple[str, int, float, float | None]) -> list[dict[str, Any]]:
@@ -677,21 +868,82 @@ def _tiers(*tiers: tuple[str, int, float, float | None]) -> list[dict[str, Any]]
     return out
 
 
+ORDER = (
+    "tiers must be listed best first, each with its own number, numbers increasing down the list"
+)
+LAST = tier("last", 9, 0)
+
 INVALID_POLICIES: list[tuple[str, list[dict[str, Any]], str]] = [
     (
         "numbers-out-of-order",
         _tiers(("b", 2, 10, 0.15), ("a", 1, 20, 0.1), ("c", 3, 0, None)),
-        "tiers must be ordered best first: numbers increasing, discounts not increasing",
+        f"spec.tiers: Invalid value: tier a (number 1) is listed after tier b (number 2): {ORDER}",
     ),
     (
         "discount-increasing",
         _tiers(("a", 1, 10, 0.1), ("b", 2, 20, None)),
-        "tiers must be ordered best first: numbers increasing, discounts not increasing",
+        "tier b carries a larger discount (20%) than the better tier a (10%): a worse tier"
+        " (a higher number) must not carry a larger discount than a better one",
     ),
     (
         "duplicate-number",
         _tiers(("a", 1, 10, 0.1), ("b", 1, 10, None)),
-        "tiers must be ordered best first: numbers increasing, discounts not increasing",
+        f"tiers a and b both have number 1: {ORDER}",
+    ),
+    (
+        "duplicate-number-further-down",
+        _tiers(("a", 1, 20, 0.1), ("b", 2, 10, 0.2), ("c", 2, 0, None)),
+        f"tiers b and c both have number 2: {ORDER}",
+    ),
+    (
+        "tier-2-stricter-on-cv",
+        _tiers(("tier-1", 1, 20, 0.1), ("tier-2", 2, 10, 0.05), ("tier-3", 3, 0, None)),
+        "tier tier-2 allows CV < 0.05, less than the better tier tier-1 (CV < 0.1): a worse tier"
+        " must allow at least the CV every better tier allows",
+    ),
+    (
+        "tier-2-stricter-on-power",
+        [
+            tier("tier-1", 1, 20, max_cv=0.1, max_power_w=150),
+            tier("tier-2", 2, 10, max_cv=0.15, max_power_w=120),
+            LAST,
+        ],
+        "tier tier-2 allows average power < 120 W, less than the better tier tier-1 (average"
+        " power < 150 W): a worse tier must allow at least the average power every better tier"
+        " allows",
+    ),
+    (
+        "better-tier-without-a-cv-limit",
+        [tier("a", 1, 20, max_power_w=150), tier("b", 2, 10, max_cv=0.2, max_power_w=200), LAST],
+        "tier b allows CV < 0.2, less than the better tier a (any CV): a worse tier must allow at"
+        " least the CV every better tier allows",
+    ),
+    (
+        "equal-limit-narrower-boundary",
+        [tier("a", 1, 20, max_cv=0.1, cv_boundary="Inclusive"), tier("b", 2, 10, max_cv=0.1), LAST],
+        "tier b allows CV < 0.1, less than the better tier a (CV <= 0.1)",
+    ),
+    (
+        "same-limits-as-a-better-tier",
+        [
+            tier("a", 1, 20, max_cv=0.1, max_power_w=150),
+            tier("b", 2, 10, max_cv=0.1, max_power_w=150),
+            LAST,
+        ],
+        "tier b can never be earned: it has the same maxCV and maxAvgPowerW as the better tier a;"
+        " a worse tier (a higher number) must allow more on maxCV or maxAvgPowerW",
+    ),
+    (
+        "ten-tiers-the-ninth-strictest",  # the messages' worst case: every pair is compared
+        [tier(f"t{n}-" + "x" * 59, n, 10 - n, max_cv=0.01 * n) for n in range(1, 9)]
+        + [tier("t9", 9, 1, max_cv=0.005), tier("t10", 10, 0)],
+        f"tier t9 allows CV < 0.005, less than the better tier t1-{'x' * 59} (CV < 0.01)",
+    ),
+    (
+        "cv-below-0",
+        [tier("a", 1, 20, max_cv=0), tier("b", 2, 0)],
+        "spec.tiers[0]: Invalid value: tier a: maxCV 0 with cvBoundary Exclusive (a CV below 0)"
+        " can never be met: set cvBoundary Inclusive or a maxCV above 0",
     ),
     (
         "last-tier-limited",
@@ -709,7 +961,35 @@ INVALID_POLICIES: list[tuple[str, list[dict[str, Any]], str]] = [
         [],
         "spec.tiers: Invalid value: 0: spec.tiers in body should have at least 1 items",
     ),
+    (
+        "tier-name-with-a-space",
+        [tier("Tier 1", 1, 0)],
+        'spec.tiers[0].name: Invalid value: "Tier 1": tiers[].name must be lowercase letters,'
+        " digits, - and _, starting and ending with a letter or digit, like tier-1;"
+        ' got "Tier 1"',
+    ),
+    (
+        "tier-label-with-a-newline",
+        [tier("a", 1, 0, label="Tier 1\nDiscount 100%")],
+        'spec.tiers[0].label: Invalid value: "Tier 1\\nDiscount 100%": tiers[].label must not'
+        " contain control or bidirectional-override characters (found U+000A)",
+    ),
+    (
+        "tier-stability-with-an-override",
+        [tier("a", 1, 0, stability="Stable\u202e")],
+        "tiers[].stability must not contain control or bidirectional-override characters"
+        " (found U+202E)",
+    ),
 ]
+
+
+def _tier_policy(tiers: list[dict[str, Any]], **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "TierPolicy",
+        "metadata": {"name": f"t-{uuid.uuid4().hex[:8]}"},
+        "spec": {"tiers": tiers, **spec},
+    }
 
 
 @pytest.mark.parametrize(
@@ -718,20 +998,106 @@ INVALID_POLICIES: list[tuple[str, list[dict[str, Any]], str]] = [
 def test_an_invalid_tier_policy_is_rejected_with_a_human_message(
     crds: Cluster, tiers: list[dict[str, Any]], message: str
 ) -> None:
-    name = f"t-{uuid.uuid4().hex[:8]}"
-    body = {
-        "apiVersion": API_VERSION,
-        "kind": "TierPolicy",
-        "metadata": {"name": name},
-        "spec": {"tiers": tiers},
-    }
+    body = _tier_policy(tiers)
+    name = body["metadata"]["name"]
     custom = client.CustomObjectsApi(crds.api)
     try:
         with pytest.raises(ApiException) as exc:
             custom.create_cluster_custom_object(GROUP, VERSION, "tierpolicies", body)
     finally:
         _try(lambda: custom.delete_cluster_custom_object(GROUP, VERSION, "tierpolicies", name))
-    assert message in _rejection(exc.value)
+    text = _rejection(exc.value)
+    assert message in text
+    assert "should match" not in text, text
+    assert "^[" not in text, text
+    # The operator refuses a policy stored before these rules with the apiserver's words.
+    try:
+        models = [Tier.model_validate(t) for t in tiers]
+    except ValueError:
+        return  # a tier the operator's model refuses on its own (a bad name is not one)
+    for problem in tier_order_problems(models):
+        assert problem in text, (problem, text)
+
+
+@pytest.mark.parametrize(
+    "tiers",
+    [
+        pytest.param(
+            [
+                tier("a", 1, 20, max_cv=0.1),
+                tier("b", 2, 10, max_cv=0.1, cv_boundary="Inclusive"),
+                tier("c", 3, 0),
+            ],
+            id="equal-limit-wider-boundary",
+        ),
+        pytest.param([tier("a", 1, 20, max_cv=0.1), tier("b", 5, 0)], id="numbers-with-a-gap"),
+        pytest.param(
+            [tier("a", 1, 20, max_cv=0.0, cv_boundary="Inclusive"), tier("b", 2, 0)],
+            id="cv-zero-inclusive",
+        ),
+        pytest.param(
+            [
+                tier("a", 1, 20, max_cv=0.1, max_power_w=150),
+                tier("b", 2, 20, max_cv=0.1),
+                tier("c", 3, 0),
+            ],
+            id="same-discount-power-limit-dropped",
+        ),
+        pytest.param(
+            [tier(f"t{n}", n, 10 - n, max_cv=0.01 * n) for n in range(1, 10)]
+            + [tier("t10", 10, 0, label="Tier 10 - «Unstable» ✓")],
+            id="ten-tiers-and-a-unicode-label",
+        ),
+    ],
+)
+def test_an_ordered_tier_policy_is_accepted(crds: Cluster, tiers: list[dict[str, Any]]) -> None:
+    custom = client.CustomObjectsApi(crds.api)
+    created: dict[str, Any] = custom.create_cluster_custom_object(
+        GROUP, VERSION, "tierpolicies", _tier_policy(tiers), dry_run="All"
+    )
+    assert [t["name"] for t in created["spec"]["tiers"]] == [t["name"] for t in tiers]
+    assert tier_order_problems([Tier.model_validate(t) for t in tiers]) == []
+
+
+def test_endpoint_access_is_stored_as_given(crds: Cluster) -> None:
+    custom = client.CustomObjectsApi(crds.api)
+    body = _tier_policy([tier("only", 1, 0)], endpointAccess={"allowLinkLocal": True})
+    created: dict[str, Any] = custom.create_cluster_custom_object(
+        GROUP, VERSION, "tierpolicies", body, dry_run="All"
+    )
+    assert created["spec"]["endpointAccess"] == {
+        "allowClusterInternal": False,
+        "allowLinkLocal": True,
+    }
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://vllm.serving.svc:8000/v1",
+        "https://api.example.com",
+        "http://127.0.0.1:8000",
+        "http://[fd00::1]:8000/v1",
+        "https://api.example.com/v1?key=a@b",  # an @ after the host is not a credential
+        "HTTPS://API.EXAMPLE.COM/v1",
+    ],
+)
+def test_an_http_endpoint_with_a_host_is_accepted(crds: Cluster, namespace: str, url: str) -> None:
+    """Admission accepts any host; cluster-internal and link-local ones are the operator's call."""
+    spec = _with("model.source", {"endpoint": {"url": url, "servedModel": "llama"}})
+    created: dict[str, Any] = client.CustomObjectsApi(crds.api).create_namespaced_custom_object(
+        GROUP, VERSION, namespace, "modelqualifications", _mq("ep", spec), dry_run="All"
+    )
+    assert created["spec"]["model"]["source"]["endpoint"]["url"] == url
+
+
+def test_names_and_free_text_outside_ascii_are_accepted(crds: Cluster, namespace: str) -> None:
+    """Only control and bidirectional-formatting characters are refused, not other Unicode."""
+    spec = _with("model.name", "modèle-llama-日本語")
+    spec = _with("attestation", {"organization": "Société Ω", "signature": "Zoë O’Neil"}, spec)
+    spec = _with("model.source", {"cache": {"claimName": "hf.cache-1", "modelId": "gpt2"}}, spec)
+    created = _create_mq(crds.api, namespace, _mq("unicode", spec))
+    assert created["spec"]["model"]["name"] == "modèle-llama-日本語"
 
 
 def test_server_side_dry_run_rejects_what_create_would(crds: Cluster, namespace: str) -> None:

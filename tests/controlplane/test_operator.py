@@ -19,8 +19,14 @@ from kubernetes.client.exceptions import ApiException
 from modelgrid_sandbox import nodeagent
 from modelgrid_sandbox.cluster import Cluster, OperatorProcess, start_operator
 from modelgrid_sandbox.controlplane import REPO
-from tests.controlplane.conftest import wait_for
+from tests.controlplane.conftest import (
+    BENCHMARK_NAMESPACE,
+    benchmark_jobs,
+    benchmark_pods,
+    wait_for,
+)
 from tests.factory import run_simulated_benchmark
+from tests.kstatus import kstatus_one
 
 GROUP, VERSION = "modelgrid.firmus.ai", "v1alpha1"
 #: The sandbox's own policy (hack/sandbox): the model card's table, simulated results accepted.
@@ -154,7 +160,8 @@ def _cond(obj: dict[str, Any], ctype: str) -> dict[str, Any]:
 
 
 def _jobs(api: client.ApiClient, ns: str) -> list[Any]:
-    return list(client.BatchV1Api(api).list_namespaced_job(ns).items)
+    """The benchmark Jobs of qualifications in `ns` (they run in the benchmark namespace)."""
+    return benchmark_jobs(api, ns)
 
 
 def _events(api: client.ApiClient, ns: str, name: str) -> list[Any]:
@@ -194,10 +201,13 @@ def test_apply_to_verified_status(
     assert "Simulated measurement" in st["reasoning"]
     assert len(st["history"]) == 1
     assert st["expiresAt"] > st["completedAt"]
+    assert kstatus_one(obj)[0] == "Current"
     jobs = _jobs(api, namespace)
     assert len(jobs) == 1
-    owner = jobs[0].metadata.owner_references[0]
-    assert (owner.kind, owner.name, owner.controller) == ("ModelQualification", "q1", True)
+    assert jobs[0].metadata.namespace == BENCHMARK_NAMESPACE  # never in the tenant's namespace
+    assert not client.BatchV1Api(api).list_namespaced_job(namespace).items
+    assert jobs[0].metadata.annotations[f"{GROUP}/qualification"] == "q1"
+    assert st["jobName"] == jobs[0].metadata.name
     reasons = {e.reason for e in _events(api, namespace, "q1")}
     assert "JobCreated" in reasons
     assert reasons & {"Qualified", "NotQualified"}
@@ -267,6 +277,8 @@ def test_a_simulated_result_is_refused_under_the_real_policy(
     assert stalled["reason"] == "ResultRejected"
     assert "SimulatedResult" in stalled["message"]
     assert "tier" not in obj["status"]
+    status, message = kstatus_one(obj)
+    assert (status, "SimulatedResult" in message) == ("Failed", True)
 
 
 @pytest.mark.timeout(200)
@@ -286,6 +298,7 @@ def test_unschedulable_is_reported_with_the_schedulers_message(
     assert _cond(obj, "Scheduled")["status"] == "False"
     assert "node(s) didn't match Pod's node affinity/selector" in _cond(obj, "Scheduled")["message"]
     assert _cond(obj, "Reconciling")["status"] == "True"
+    assert kstatus_one(obj)[0] == "InProgress"
 
 
 @pytest.mark.timeout(200)
@@ -304,6 +317,14 @@ def test_a_failing_benchmark_ends_stalled_with_its_own_message(
     assert stalled["reason"] == "BackoffLimitExceeded"
     assert "unreachable" in stalled["message"]
     assert _cond(obj, "Ready")["status"] == "False"
+    scheduled = _cond(obj, "Scheduled")  # it ran, twice: not "not scheduled yet"
+    assert scheduled["status"] == "True"
+    assert "the benchmark ran 2 time(s), on gpu-" in scheduled["message"]
+    status, message = kstatus_one(obj)
+    assert status == "Failed"
+    assert "unreachable" in message
+    events = [(e.type, e.reason) for e in _events(api, namespace, "q5")]
+    assert ("Warning", "BackoffLimitExceeded") in events
 
 
 @pytest.mark.timeout(VERDICT_WAIT_S + 300)
@@ -439,10 +460,10 @@ def test_deleting_the_qualification_removes_its_job_and_pods(
     client.CustomObjectsApi(api).delete_namespaced_custom_object(
         GROUP, VERSION, namespace, "modelqualifications", "q9"
     )
-    wait_for("the Job to be collected", lambda: not _jobs(api, namespace), 60)
+    wait_for("the Job to be deleted by the operator", lambda: not _jobs(api, namespace), 150)
     wait_for(
         "its pods to be collected",
-        lambda: not client.CoreV1Api(api).list_namespaced_pod(namespace).items,
+        lambda: not benchmark_pods(api, namespace),
         60,
     )
 
@@ -453,8 +474,13 @@ def _real_compact(tmp: Path) -> dict[str, Any]:
     return dict(json.loads((out / "result-compact.json").read_text()))
 
 
+#: Stands in a forged message for the nonce the pod's Job gives it (`--job-nonce`), so each
+#: forgery reaches the check it is about instead of failing the binding first.
+NONCE_SLOT = "@@NONCE@@"
+
+
 def _forgeries(tmp: Path) -> list[tuple[str, str, str]]:
-    real = _real_compact(tmp)
+    real = {**_real_compact(tmp), "job_nonce": NONCE_SLOT}
     posing = {**real, "simulated": False, "flags": [f for f in real["flags"] if f != "simulated"]}
     return [
         ("malformed", "{not json", "MalformedResult"),
@@ -478,8 +504,9 @@ def test_forged_malformed_or_oversized_messages_are_refused(
         # remapped by the node when it falls under one of the pod's mounts (/tmp is one).
         encoded = base64.b85encode(message.encode()).decode()
         script = (
-            "import base64, os; open(os.environ['MODELGRID_TERMINATION_LOG'], 'wb')"
-            f".write(base64.b85decode({encoded!r}))"
+            "import base64, os, sys; a = sys.argv; n = a[a.index('--job-nonce') + 1]; "
+            "open(os.environ['MODELGRID_TERMINATION_LOG'], 'wb')"
+            f".write(base64.b85decode({encoded!r}).replace({NONCE_SLOT!r}.encode(), n.encode()))"
         )
         monkeypatch.setitem(
             nodeagent.IMAGE_ENTRYPOINTS, "modelgrid-bench", [sys.executable, "-c", script]
@@ -496,6 +523,7 @@ def test_forged_malformed_or_oversized_messages_are_refused(
         assert stalled["reason"] == "ResultRejected", case
         assert reason in stalled["message"], (case, stalled["message"])
         assert not obj["status"].get("tier"), case
+        assert kstatus_one(obj)[0] == "Failed", case
 
 
 @pytest.mark.torch
@@ -523,7 +551,7 @@ def test_real_inference_in_the_benchmark_pod(
         lambda: _phase(api, namespace, "q10", "Succeeded", "Failed"),
         VERDICT_WAIT_S,
     )
-    pods = client.CoreV1Api(api).list_namespaced_pod(namespace).items
+    pods = benchmark_pods(api, namespace)
     messages = [
         cs.state.terminated.message
         for p in pods
@@ -540,3 +568,337 @@ def test_real_inference_in_the_benchmark_pod(
         assert "short_window" in _cond(obj, "Stalled")["message"], st["conditions"]
     else:
         assert st["tier"]["number"] in (1, 2, 3)
+
+
+# --------------------------------------------------------------------------- a hostile tenant
+
+
+@pytest.fixture
+def tenant(api: client.ApiClient, namespace: str) -> Iterator[client.ApiClient]:
+    """A client acting as a tenant bound to the built-in `edit` role in `namespace` only, with
+    the chart's modelgrid-edit rules aggregated into `edit` (as the chart installs them)."""
+    rbac = client.RbacAuthorizationV1Api(api)
+    user = f"tenant-{namespace}"
+    role = f"modelgrid-edit-{namespace}"
+    rbac.create_cluster_role(
+        {
+            "metadata": {
+                "name": role,
+                "labels": {"rbac.authorization.k8s.io/aggregate-to-edit": "true"},
+            },
+            "rules": [
+                {
+                    "apiGroups": [GROUP],
+                    "resources": ["modelqualifications"],
+                    "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"],
+                }
+            ],
+        }
+    )
+    rbac.create_namespaced_role_binding(
+        namespace,
+        {
+            "metadata": {"name": "tenant-edit"},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": "edit",
+            },
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
+        },
+    )
+    as_tenant = client.ApiClient(copy.copy(api.configuration))
+    as_tenant.set_default_header("Impersonate-User", user)
+
+    def may_create_qualifications() -> bool:
+        review = client.AuthorizationV1Api(api).create_subject_access_review(
+            {
+                "spec": {
+                    "user": user,
+                    "resourceAttributes": {
+                        "group": GROUP,
+                        "resource": "modelqualifications",
+                        "verb": "create",
+                        "namespace": namespace,
+                    },
+                }
+            }
+        )
+        return bool(review.status.allowed)
+
+    wait_for("modelgrid rules aggregated into edit", may_create_qualifications, 60)
+    try:
+        yield as_tenant
+    finally:
+        rbac.delete_cluster_role(role)
+
+
+def _forgery_pod(name: str, job: str, message: str) -> dict[str, Any]:
+    """A pod a tenant may create in its namespace: posing as the benchmark Job's (its labels),
+    on a CPU node, finishing at once with `message` as its termination message."""
+    encoded = base64.b85encode(message.encode()).decode()
+    script = (
+        f"import base64; open('/dev/termination-log', 'wb').write(base64.b85decode({encoded!r}))"
+    )
+    labels = {"job-name": job, "batch.kubernetes.io/job-name": job}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {
+            "nodeName": "cpu-0",
+            "restartPolicy": "Never",
+            "containers": [
+                {
+                    "name": "benchmark",
+                    "image": "modelgrid-bench",
+                    "command": [sys.executable, "-c", script],
+                    "terminationMessagePath": "/dev/termination-log",
+                }
+            ],
+        },
+    }
+
+
+def _consistent_forgery(real: dict[str, Any]) -> str:
+    """A real result rewritten to read as a quiet, measured Tier 1 model: every field that
+    could reveal the replay changed with it."""
+    forged = copy.deepcopy(real)
+    forged.update(
+        {
+            "simulated": False,
+            "source": "nvml",
+            "backend": "transformers",
+            "flags": [f for f in real["flags"] if f != "simulated"],
+            "avg_power_watts": 90.0,
+            "power_cv": 0.01,
+            "power_cv_ci95": [0.008, 0.013],
+            "node": "gpu-h200-0",
+        }
+    )
+    forged["gpu"] = {
+        **real["gpu"],
+        "driver": "570.86.15",
+        "cuda": "12.8",
+        "uuids": ["GPU-6f1e2b1c-93c1-4f4e-8a0e-2d4c1b7a9e10"],
+    }
+    if forged.get("energy_j") and forged.get("duration_s"):
+        forged["energy_j"] = 90.0 * forged["duration_s"]
+    return json.dumps(forged)
+
+
+def _terminated_message(api: client.ApiClient, ns: str, pod: str) -> str | None:
+    p = client.CoreV1Api(api).read_namespaced_pod(pod, ns)
+    for cs in p.status.container_statuses or []:
+        if cs.state.terminated is not None:
+            return str(cs.state.terminated.message or "")
+    return None
+
+
+@pytest.mark.timeout(2 * VERDICT_WAIT_S + 180)
+def test_a_tenant_with_edit_reaches_a_price_only_through_the_benchmark(
+    api: client.ApiClient,
+    namespace: str,
+    operator: dict[str, Any],
+    tenant: client.ApiClient,
+) -> None:
+    # The tenant can neither create pods nor read Jobs where benchmarks run.
+    with pytest.raises(ApiException) as denied:
+        client.CoreV1Api(tenant).create_namespaced_pod(
+            BENCHMARK_NAMESPACE, _forgery_pod("x", "x", "{}")
+        )
+    assert denied.value.status == 403
+    with pytest.raises(ApiException) as denied:
+        client.BatchV1Api(tenant).list_namespaced_job(BENCHMARK_NAMESPACE)
+    assert denied.value.status == 403
+    # A first qualification gives the tenant a real result to replay.
+    _create(tenant, namespace, _mq("ref"))
+    ref = wait_for(
+        "the reference qualification's verdict",
+        lambda: _phase(tenant, namespace, "ref", "Succeeded", "Failed"),
+        VERDICT_WAIT_S,
+    )
+    assert ref["status"]["phase"] == "Succeeded", ref["status"]
+    replayed = ref["status"]["result"]
+    # The target runs; while it runs, the tenant plants pods posing as its Job's.
+    body = _mq("target")
+    body["spec"]["workload"] = {**PACED_WORKLOAD, "tokensPerSample": 600}
+    _create(tenant, namespace, body)
+    running = wait_for(
+        "the target's benchmark to run",
+        lambda: _phase(tenant, namespace, "target", "Running"),
+        VERDICT_WAIT_S,
+    )
+    job = running["status"]["jobName"]
+    core = client.CoreV1Api(tenant)
+    core.create_namespaced_pod(
+        namespace, _forgery_pod("forged", job, _consistent_forgery(json.loads(replayed)))
+    )
+    core.create_namespaced_pod(namespace, _forgery_pod("replayed", job, replayed))
+    for planted in ("forged", "replayed"):
+        wait_for(
+            f"the planted pod {planted} to finish with its message",
+            lambda p=planted: _terminated_message(api, namespace, p),
+            120,
+        )
+    obj = wait_for(
+        "the target's verdict",
+        lambda: _phase(tenant, namespace, "target", "Succeeded", "Failed"),
+        VERDICT_WAIT_S,
+    )
+    st = obj["status"]
+    # The price is the Job's own measurement, not either planted message.
+    assert st["phase"] == "Succeeded", st
+    assert st["environment"]["node"] == "gpu-h200-0"
+    assert st["environment"]["source"] == "replay"  # the simulated node's honest word
+    assert st["environment"]["simulated"] is True
+    assert st["result"] != replayed
+    assert st["measured"]["avgPowerW"] != 90.0
+    assert 100 < st["measured"]["avgPowerW"] < 160
+    (own,) = [
+        j
+        for j in _jobs(api, namespace)
+        if j.metadata.annotations[f"{GROUP}/qualification"] == "target"
+    ]
+    assert own.metadata.name == job
+    assert own.metadata.namespace == BENCHMARK_NAMESPACE
+    assert kstatus_one(obj)[0] == "Current"
+
+
+@pytest.mark.timeout(2 * VERDICT_WAIT_S + 120)
+def test_a_result_replayed_from_another_qualification_is_refused(
+    api: client.ApiClient,
+    namespace: str,
+    operator: dict[str, Any],
+    tenant: client.ApiClient,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _create(tenant, namespace, _mq("first"))
+    first = wait_for(
+        "the first qualification's verdict",
+        lambda: _phase(tenant, namespace, "first", "Succeeded", "Failed"),
+        VERDICT_WAIT_S,
+    )
+    assert first["status"]["phase"] == "Succeeded", first["status"]
+    # The benchmark itself now reports the first qualification's result, verbatim: the same
+    # workload, the same policy, a valid message; only the Job it was measured for differs.
+    encoded = base64.b85encode(first["status"]["result"].encode()).decode()
+    script = (
+        "import base64, os; open(os.environ['MODELGRID_TERMINATION_LOG'], 'wb')"
+        f".write(base64.b85decode({encoded!r}))"
+    )
+    monkeypatch.setitem(
+        nodeagent.IMAGE_ENTRYPOINTS, "modelgrid-bench", [sys.executable, "-c", script]
+    )
+    _create(tenant, namespace, _mq("second"))
+    obj = wait_for(
+        "the second qualification's refusal",
+        lambda: _phase(tenant, namespace, "second", "Succeeded", "Failed"),
+        VERDICT_WAIT_S,
+    )
+    st = obj["status"]
+    assert st["phase"] == "Failed", st
+    assert not st.get("tier")
+    stalled = _cond(obj, "Stalled")
+    assert stalled["reason"] == "ResultRejected"
+    assert stalled["message"].startswith("ResultNotBound: "), stalled["message"]
+    assert _cond(obj, "Scheduled")["status"] == "True"  # it ran; the result is what failed
+    status, message = kstatus_one(obj)
+    assert status == "Failed"
+    assert "ResultNotBound" in message
+    events = [(e.type, e.reason) for e in _events(api, namespace, "second")]
+    assert ("Warning", "ResultRejected") in events
+
+
+@pytest.mark.timeout(300)
+def test_a_model_volume_missing_from_the_benchmark_namespace_says_so(
+    api: client.ApiClient,
+    namespace: str,
+    operator: dict[str, Any],
+    tenant: client.ApiClient,
+) -> None:
+    body = _mq("q-pvc")
+    body["spec"]["model"]["source"] = {"pvc": {"claimName": f"weights-{namespace}"}}
+    _create(tenant, namespace, body)
+    obj = wait_for(
+        "the missing model volume to be reported",
+        lambda: (o := _get(api, namespace, "q-pvc")).get("status", {}).get("conditions") and o,
+        120,
+    )
+    assert obj["status"]["phase"] == "Pending"
+    stalled = _cond(obj, "Stalled")
+    assert (stalled["status"], stalled["reason"]) == ("True", "ModelVolumeMissing")
+    assert f"weights-{namespace}" in stalled["message"]
+    assert "H200" not in _cond(obj, "Ready")["message"]  # not "waiting for a node"
+    status, message = kstatus_one(obj)
+    assert status == "Failed"
+    assert "does not exist in the benchmark namespace" in message
+    assert not _jobs(api, namespace)
+    events = [(e.type, e.reason) for e in _events(api, namespace, "q-pvc")]
+    assert ("Warning", "ModelVolumeMissing") in events
+
+
+@pytest.mark.timeout(300)
+def test_an_endpoint_at_the_metadata_service_is_never_called(
+    api: client.ApiClient,
+    namespace: str,
+    operator: dict[str, Any],
+    tenant: client.ApiClient,
+) -> None:
+    body = _mq("q-meta", policyRef={"name": "model-card"})
+    body["spec"]["model"]["source"] = {
+        "endpoint": {"url": "http://169.254.169.254/latest/meta-data/", "servedModel": "m"}
+    }
+    _create(tenant, namespace, body)
+    obj = wait_for(
+        "the endpoint to be refused",
+        lambda: (o := _get(api, namespace, "q-meta")).get("status", {}).get("conditions") and o,
+        120,
+    )
+    assert obj["status"]["phase"] == "Pending"
+    stalled = _cond(obj, "Stalled")
+    assert (stalled["status"], stalled["reason"]) == ("True", "EndpointNotAllowed")
+    assert "link-local" in stalled["message"]
+    assert not _jobs(api, namespace)  # no pod ever made the request
+    status, message = kstatus_one(obj)
+    assert status == "Failed"
+    assert "169.254.169.254" in message
+    events = [(e.type, e.reason) for e in _events(api, namespace, "q-meta")]
+    assert ("Warning", "EndpointNotAllowed") in events
+
+
+@pytest.mark.timeout(VERDICT_WAIT_S + 180)
+def test_a_full_quota_in_the_benchmark_namespace_queues_then_runs(
+    api: client.ApiClient, namespace: str, operator: dict[str, Any]
+) -> None:
+    core = client.CoreV1Api(api)
+    quota = f"no-jobs-{namespace}"
+    core.create_namespaced_resource_quota(
+        BENCHMARK_NAMESPACE,
+        {"metadata": {"name": quota}, "spec": {"hard": {"count/jobs.batch": "0"}}},
+    )
+    try:
+        wait_for(
+            "the quota to be counted",
+            lambda: core.read_namespaced_resource_quota(quota, BENCHMARK_NAMESPACE).status.hard,
+            60,
+        )
+        _create(api, namespace, _mq("q-quota"))
+
+        def queued_by_quota() -> Any:
+            o = _get(api, namespace, "q-quota")
+            if (o.get("status") or {}).get("phase") != "Queued":
+                return None
+            return o if "exceeded quota" in _cond(o, "Reconciling")["message"] else None
+
+        obj = wait_for("the quota's refusal to queue the qualification", queued_by_quota, 120)
+        assert kstatus_one(obj)[0] == "InProgress"
+        assert not _jobs(api, namespace)
+    finally:
+        core.delete_namespaced_resource_quota(quota, BENCHMARK_NAMESPACE)
+    obj = wait_for(
+        "q-quota's verdict once the quota is gone",
+        lambda: _phase(api, namespace, "q-quota", "Succeeded", "Failed"),
+        VERDICT_WAIT_S,
+    )
+    assert obj["status"]["phase"] == "Succeeded", obj["status"]

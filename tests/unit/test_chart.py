@@ -1,5 +1,6 @@
 """The Helm chart without a cluster: lint, render (defaults, every value set, every switch off),
-the schema, the CRD copies, the RBAC rules, Pod Security, the image.
+the schema, the CRD copies, the RBAC rules, the benchmark namespace and its NetworkPolicy, Pod
+Security, the image.
 
 helm comes from $MODELGRID_K8S_BIN (what `make test` sets) or PATH; without it the tests that run
 helm skip, except under CI=true, where they fail.
@@ -31,6 +32,13 @@ from modelgrid_sandbox.controlplane import REPO
 
 VALUES = CHART / "values.yaml"
 FULLNAME = "mg-modelgrid-operator"  # the release "mg" of the chart
+BENCH_NS = "modelgrid-benchmarks"  # modelgrid_operator.jobs.DEFAULT_BENCHMARK_NAMESPACE
+#: Pod Security "restricted", enforced, audited and warned of.
+RESTRICTED_LABELS = {
+    f"pod-security.kubernetes.io/{mode}{suffix}": value
+    for mode in ("enforce", "audit", "warn")
+    for suffix, value in (("", "restricted"), ("-version", "latest"))
+}
 ALL_VALUES = CHART / "ci" / "all-values.yaml"
 
 
@@ -166,6 +174,8 @@ def test_the_all_values_file_sets_every_value() -> None:
         "securityContext.capabilities.drop",
         "securityContext.seccompProfile.type",
         "serviceAccount.create",
+        "benchmark.createNamespace",
+        "benchmark.networkPolicy.enabled",
         "rbac.create",
         "rbac.userRoles",
         "crds.install",
@@ -208,6 +218,22 @@ def test_the_schema_documents_every_value() -> None:
         ("metrics.port=70000", "/metrics/port"),
         ("crds.keep=maybe", "/crds/keep"),
         ("benchmark.backoffLimit=-3", "/benchmark/backoffLimit"),
+        ("benchmark.namespace=Benchmarks", "/benchmark/namespace"),
+        ("benchmark.namespace=", "/benchmark/namespace"),
+        ("benchmark.createNamespace=maybe", "/benchmark/createNamespace"),
+        (
+            "benchmark.networkPolicy.deniedCIDRs[0]=10.0.0.0",
+            "/benchmark/networkPolicy/deniedCIDRs/0",
+        ),
+        (
+            "benchmark.networkPolicy.deniedCIDRs[0]=256.0.0.0/8",
+            "/benchmark/networkPolicy/deniedCIDRs/0",
+        ),
+        (
+            "benchmark.networkPolicy.deniedCIDRs[0]=fe80::/129",
+            "/benchmark/networkPolicy/deniedCIDRs/0",
+        ),
+        ("benchmark.networkPolicy.extra=1", "extra"),
         ("metrics.serviceMonitor.interval=often", "/metrics/serviceMonitor/interval"),
         ("unknownValue=1", "unknownValue"),
     ],
@@ -230,6 +256,10 @@ def test_the_defaults_render_the_operator(helm: Path) -> None:
             "ClusterRole",
             "ClusterRole",
             "ClusterRoleBinding",
+            "Namespace",
+            "NetworkPolicy",
+            "Role",
+            "RoleBinding",
             "Service",
             "Deployment",
             "CustomResourceDefinition",
@@ -250,6 +280,7 @@ def test_the_defaults_render_the_operator(helm: Path) -> None:
     assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"metrics": 8080, "healthz": 8081}
     assert env(docs) == {
         "HOME": "/tmp",
+        "MODELGRID_BENCHMARK_NAMESPACE": BENCH_NS,
         "MODELGRID_BENCH_IMAGE": "ghcr.io/firmus/modelgrid-bench:0.1.0",
         "MODELGRID_BENCH_PULL_POLICY": "IfNotPresent",
         "MODELGRID_BACKOFF_LIMIT": "2",
@@ -308,6 +339,7 @@ def test_every_value_reaches_the_manifests(helm: Path) -> None:
     assert pod["imagePullSecrets"] == [{"name": "regcred"}]
     assert env(docs) == {
         "HOME": "/tmp",
+        "MODELGRID_BENCHMARK_NAMESPACE": "team-benchmarks",
         "MODELGRID_BENCH_IMAGE": "registry.example.com/modelgrid-bench:0.1.0-cuda12",
         "MODELGRID_BENCH_PULL_POLICY": "Always",
         "MODELGRID_BENCH_SERVICE_ACCOUNT": "modelgrid-bench",
@@ -343,10 +375,24 @@ def test_every_value_reaches_the_manifests(helm: Path) -> None:
     assert meta["labels"]["app.kubernetes.io/name"] == "mg"
     sa = one(docs, "ServiceAccount", "modelgrid-operator-sa")
     assert sa["metadata"]["annotations"] == {"example.com/role": "modelgrid"}
-    binding = one(docs, "ClusterRoleBinding", "mg-operator")
-    assert binding["subjects"] == [
-        {"kind": "ServiceAccount", "name": "modelgrid-operator-sa", "namespace": "mg-system"}
-    ]
+    sa_subject = {
+        "kind": "ServiceAccount",
+        "name": "modelgrid-operator-sa",
+        "namespace": "mg-system",
+    }
+    assert one(docs, "ClusterRoleBinding", "mg-operator")["subjects"] == [sa_subject]
+    assert one(docs, "Namespace", "team-benchmarks")
+    for kind in ("Role", "RoleBinding"):
+        assert one(docs, kind, "mg-operator")["metadata"]["namespace"] == "team-benchmarks"
+    assert one(docs, "RoleBinding", "mg-operator")["subjects"] == [sa_subject]
+    policy = one(docs, "NetworkPolicy", "mg-operator-benchmarks")
+    assert policy["metadata"]["namespace"] == "team-benchmarks"
+    v4, v6 = (b["ipBlock"] for b in policy["spec"]["egress"][1]["to"])
+    assert v4 == {
+        "cidr": "0.0.0.0/0",
+        "except": ["169.254.0.0/16", "10.244.0.0/16", "10.96.0.0/12"],
+    }
+    assert v6 == {"cidr": "::/0", "except": ["fe80::/10", "fd00:10:244::/56"]}
     svc = one(docs, "Service", "mg-operator-metrics")
     assert svc["spec"]["type"] == "NodePort"
     assert svc["spec"]["ports"][0]["port"] == 9091
@@ -378,6 +424,9 @@ def test_the_notes_follow_the_values(helm: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     notes = proc.stdout.split("NOTES:", 1)[1]
     assert "the namespaces team-a, team-b" in notes
+    assert "runs in the namespace team-benchmarks" in notes
+    assert "bind no tenant to any role in it" in notes
+    assert "10.244.0.0/16" in notes
     assert "Kueue" in notes
     assert "ServiceMonitor" in notes
     assert "resource-policy: keep" not in notes
@@ -387,7 +436,9 @@ def test_the_notes_follow_the_values(helm: Path) -> None:
     ("setting", "gone"),
     [
         ("metrics.enabled=false", {"Service"}),
-        ("rbac.create=false", {"ClusterRoleBinding"}),
+        ("rbac.create=false", {"ClusterRoleBinding", "Role", "RoleBinding"}),
+        ("benchmark.createNamespace=false", {"Namespace"}),
+        ("benchmark.networkPolicy.enabled=false", {"NetworkPolicy"}),
         ("crds.install=false", {"CustomResourceDefinition"}),
         ("policies.install=false", {"TierPolicy"}),
         ("serviceAccount.create=false", {"ServiceAccount"}),
@@ -402,6 +453,10 @@ def test_each_switch_turns_its_objects_off(helm: Path, setting: str, gone: set[s
     if setting == "rbac.create=false":
         names = {d["metadata"]["name"] for d in docs if d["kind"] == "ClusterRole"}
         assert names == {"modelgrid-edit", "modelgrid-view"}
+    if setting == "benchmark.createNamespace=false":  # the namespace is yours; the rest is there
+        assert one(docs, "Role")["metadata"]["namespace"] == BENCH_NS
+        assert one(docs, "NetworkPolicy")["metadata"]["namespace"] == BENCH_NS
+        assert env(docs)["MODELGRID_BENCHMARK_NAMESPACE"] == BENCH_NS
     if setting == "serviceAccount.create=false":
         spec = one(docs, "Deployment")["spec"]["template"]["spec"]
         assert spec["serviceAccountName"] == "default"
@@ -417,18 +472,95 @@ def test_the_service_monitor_needs_both_switches(helm: Path) -> None:
     assert "ServiceMonitor" not in kinds(render(helm, *on, "--set", "metrics.enabled=false"))
 
 
+# -- the benchmark namespace ------------------------------------------------------------------
+
+
+def test_the_benchmark_namespace_enforces_restricted_and_is_kept(helm: Path) -> None:
+    ns = one(render(helm), "Namespace")
+    assert ns["metadata"]["name"] == BENCH_NS
+    labels = ns["metadata"]["labels"]
+    assert RESTRICTED_LABELS.items() <= labels.items()
+    assert labels["app.kubernetes.io/part-of"] == "modelgrid"
+    # Deleting it would delete the running benchmarks and the staged model volumes.
+    assert ns["metadata"]["annotations"] == {KEEP_ANNOTATION: "keep"}
+    assert "namespace" not in ns["metadata"]
+
+
+def test_no_namespace_is_rendered_without_create_namespace(helm: Path) -> None:
+    docs = render(helm, "--set", "benchmark.createNamespace=false")
+    assert "Namespace" not in kinds(docs)
+    assert one(docs, "Role")["metadata"]["namespace"] == BENCH_NS
+
+
+def test_the_benchmark_namespace_is_not_the_release_namespace(helm: Path) -> None:
+    proc = _helm(helm, "template", "mg", str(CHART), "--namespace", BENCH_NS)
+    assert proc.returncode != 0
+    assert "must not be the release namespace" in proc.stderr, proc.stderr
+    same = ["--set", "benchmark.namespace=mg-system", "--set", "benchmark.createNamespace=false"]
+    proc = _helm(helm, "template", "mg", str(CHART), "--namespace", "mg-system", *same)
+    assert proc.returncode != 0
+    assert "must not be the release namespace" in proc.stderr, proc.stderr
+
+
+def test_the_network_policy_isolates_the_benchmark_pods(helm: Path) -> None:
+    policy = one(render(helm), "NetworkPolicy")
+    assert policy["metadata"]["name"] == f"{FULLNAME}-benchmarks"
+    assert policy["metadata"]["namespace"] == BENCH_NS
+    spec = policy["spec"]
+    # The label modelgrid_operator.jobs gives every benchmark pod.
+    assert spec["podSelector"] == {"matchLabels": {"app.kubernetes.io/name": "modelgrid-benchmark"}}
+    assert spec["policyTypes"] == ["Ingress", "Egress"]
+    assert "ingress" not in spec  # no connection in
+    dns = {"ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]}
+    rest = {
+        "to": [
+            {"ipBlock": {"cidr": "0.0.0.0/0", "except": ["169.254.0.0/16"]}},
+            {"ipBlock": {"cidr": "::/0", "except": ["fe80::/10"]}},
+        ]
+    }
+    assert spec["egress"] == [dns, rest]
+
+
+def test_the_network_policy_sorts_the_denied_cidrs_by_family(helm: Path) -> None:
+    v4_only = one(
+        render(helm, "--set", "benchmark.networkPolicy.deniedCIDRs={10.0.0.0/8,169.254.0.0/16}"),
+        "NetworkPolicy",
+    )
+    assert v4_only["spec"]["egress"][1]["to"] == [
+        {"ipBlock": {"cidr": "0.0.0.0/0", "except": ["10.0.0.0/8", "169.254.0.0/16"]}},
+        {"ipBlock": {"cidr": "::/0"}},  # an empty except is left out, not rendered empty
+    ]
+    none = one(
+        render(helm, "--set-json", "benchmark.networkPolicy.deniedCIDRs=[]"), "NetworkPolicy"
+    )
+    assert none["spec"]["egress"][1]["to"] == [
+        {"ipBlock": {"cidr": "0.0.0.0/0"}},
+        {"ipBlock": {"cidr": "::/0"}},
+    ]
+
+
+def test_the_network_policy_is_off_when_disabled(helm: Path) -> None:
+    docs = render(helm, "--set", "benchmark.networkPolicy.enabled=false")
+    assert "NetworkPolicy" not in kinds(docs)
+    assert "Namespace" in kinds(docs)
+
+
 # -- permissions ------------------------------------------------------------------------------
 
-#: The operator's ClusterRole, rule by rule (docs/operations.md, "Permissions").
+#: The operator's ClusterRole, rule by rule (docs/operations.md, "Permissions"): nothing on Jobs,
+#: pods or claims cluster-wide, nothing on modelqualifications/finalizers (no owner reference).
 MG = "modelgrid.firmus.ai"
 OPERATOR_RULES = [
     ([MG], ["modelqualifications", "tierpolicies"], ["get", "list", "watch", "patch"]),
     ([MG], ["modelqualifications/status"], ["patch"]),
-    ([MG], ["modelqualifications/finalizers"], ["update"]),
-    (["batch"], ["jobs"], ["get", "list", "watch", "create", "delete"]),
-    ([""], ["pods"], ["list", "watch"]),
     ([""], ["events"], ["create"]),
     (["apiextensions.k8s.io"], ["customresourcedefinitions"], ["list", "watch"]),
+]
+#: Its Role in the benchmark namespace, rule by rule.
+BENCHMARK_RULES = [
+    (["batch"], ["jobs"], ["get", "list", "watch", "create", "delete"]),
+    ([""], ["pods"], ["list", "watch"]),
+    ([""], ["persistentvolumeclaims"], ["get"]),
 ]
 
 
@@ -442,6 +574,40 @@ def test_the_operator_role_is_exactly_what_it_uses(helm: Path) -> None:
     flat = [x for rule in _rules(role) for part in rule for x in part]
     assert "*" not in flat
     assert "secrets" not in flat
+
+
+def test_the_operator_may_touch_jobs_pods_and_claims_only_in_the_benchmark_namespace(
+    helm: Path,
+) -> None:
+    docs = render(helm)
+    role = one(docs, "Role", FULLNAME)
+    assert role["metadata"]["namespace"] == BENCH_NS
+    assert _rules(role) == BENCHMARK_RULES
+    binding = one(docs, "RoleBinding", FULLNAME)
+    assert binding["metadata"]["namespace"] == BENCH_NS
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": FULLNAME,
+    }
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": FULLNAME, "namespace": "mg-system"}
+    ]
+    # Nothing else is bound in the benchmark namespace, and no cluster-wide rule reaches it.
+    bench = [d for d in docs if d["metadata"].get("namespace") == BENCH_NS]
+    assert sorted(d["kind"] for d in bench) == ["NetworkPolicy", "Role", "RoleBinding"]
+    cluster_resources = {r for d in docs if d["kind"] == "ClusterRole" for r in _resources(d)}
+    assert not cluster_resources & {"jobs", "pods", "persistentvolumeclaims"}
+    renamed = render(helm, "--set", "benchmark.namespace=gpu-bench")
+    assert {
+        d["metadata"]["namespace"] for d in renamed if d["kind"] in ("Role", "RoleBinding")
+    } == {"gpu-bench"}
+    assert one(renamed, "Namespace")["metadata"]["name"] == "gpu-bench"
+    assert env(renamed)["MODELGRID_BENCHMARK_NAMESPACE"] == "gpu-bench"
+
+
+def _resources(role: dict[str, Any]) -> set[str]:
+    return {r for rule in role["rules"] for r in rule["resources"]}
 
 
 def test_serving_named_namespaces_adds_reading_namespaces(helm: Path) -> None:
@@ -474,13 +640,14 @@ def test_the_user_roles_aggregate_and_never_grant_the_status(helm: Path) -> None
 
 def test_the_permissions_are_documented() -> None:
     ops = (REPO / "docs" / "operations.md").read_text()
-    for groups, resources, verbs in OPERATOR_RULES:
-        row = next(
-            (line for line in ops.splitlines() if line.startswith(f"| `{resources[0]}")), None
-        )
+    rows = [line for line in ops.splitlines() if line.startswith("| `")]
+    for groups, resources, verbs in [*OPERATOR_RULES, *BENCHMARK_RULES]:
+        row = next((line for line in rows if line.startswith(f"| `{resources[0]}`")), None)
         assert row is not None, resources
         assert all(f"`{v}`" in row for v in verbs), row
         assert groups[0] in row or groups == [""], row
+    granted = [line for line in rows if line.startswith("| `modelqualifications/finalizers`")]
+    assert not granted, "the operator no longer needs modelqualifications/finalizers"
     defaults = dict(leaves(yaml.safe_load(VALUES.read_text())))
     missing = [p for p in defaults if f"`{p}`" not in ops]
     assert not missing, f"values missing from docs/operations.md: {missing}"

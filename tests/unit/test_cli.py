@@ -202,6 +202,8 @@ def test_wrong_gpu_is_refused_before_any_work(tmp_path: Path) -> None:
         (["--power-source", "magic"], "unknown power source"),
         (["--power-source", "replay:/nonexistent/trace.csv"], "does not exist"),
         (["--workload-json", '{"samples": 3, "bogus": 1}'], "bogus"),
+        (["--job-nonce", "not-a-nonce"], "--job-nonce 'not-a-nonce' is not 32 lowercase hex"),
+        (["--job-nonce", "AB" * 16], "is not 32 lowercase hex digits"),
     ],
 )
 def test_bad_input_exits_2_with_a_message(args: list[str], needle: str, tmp_path: Path) -> None:

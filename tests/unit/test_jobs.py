@@ -12,12 +12,13 @@ from modelgrid_bench.cli import _normalise_argv, _parser
 from modelgrid_contract.reasons import ExitCode
 from modelgrid_contract.workload import Workload as BenchWorkload
 from modelgrid_operator.api import QualificationSpec
-from modelgrid_operator.jobs import JobSettings, build_job, job_name
+from modelgrid_operator.jobs import JobSettings, build_job, job_name, job_nonce, qualification_of
 from modelgrid_operator.verdict import workload_digest
 
 NAME = "llama-8b"
 NS = "team-a"
 UID = "5b0e7c1a-3f2d-4c8e-9a61-0d2f4b7e9c13"
+NONCE = "0123456789abcdef" * 2
 # A DNS-1123 subdomain: what a Job's metadata.name must be.
 DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
@@ -51,6 +52,7 @@ def make_job(
         generation=generation,
         spec=spec or make_spec(),
         settings=settings or JobSettings(),
+        nonce=NONCE,
         attempt=attempt,
     )
 
@@ -116,18 +118,24 @@ def test_the_name_fits_63_characters_and_ends_alphanumeric(
     assert f"-g{generation}" in got
 
 
-def test_the_owner_reference_makes_the_qualification_the_controller() -> None:
+def test_the_job_runs_in_the_benchmark_namespace_not_the_tenants() -> None:
     meta = make_job()["metadata"]
-    assert meta["namespace"] == NS
-    (owner,) = meta["ownerReferences"]
-    assert owner == {
-        "apiVersion": "modelgrid.firmus.ai/v1alpha1",
-        "kind": "ModelQualification",
-        "name": NAME,
-        "uid": UID,
-        "controller": True,
-        "blockOwnerDeletion": True,
-    }
+    assert meta["namespace"] == "modelgrid-benchmarks"
+    assert make_job(settings=JobSettings(namespace="gpu-bench"))["metadata"]["namespace"] == (
+        "gpu-bench"
+    )
+    # an owner reference cannot cross namespaces (the garbage collector would delete the Job
+    # at once): the qualification is named in labels and annotations instead
+    assert "ownerReferences" not in meta
+    assert qualification_of(make_job()) == (NS, NAME, UID)
+
+
+def test_the_job_carries_its_nonce_and_the_benchmark_echoes_it() -> None:
+    job = make_job()
+    assert job_nonce(job) == NONCE
+    assert parse_cli(job).job_nonce == NONCE
+    # the nonce is not on the pod template's metadata, which more readers see
+    assert "modelgrid.firmus.ai/job-nonce" not in job["spec"]["template"]["metadata"]["annotations"]
 
 
 def test_labels_name_the_qualification_generation_and_attempt() -> None:
@@ -135,10 +143,9 @@ def test_labels_name_the_qualification_generation_and_attempt() -> None:
     for meta in (job["metadata"], job["spec"]["template"]["metadata"]):
         labels = meta["labels"]
         assert meta["annotations"]["modelgrid.firmus.ai/qualification"] == NAME
-        assert (
-            labels["modelgrid.firmus.ai/qualification-uid"]
-            == job["metadata"]["ownerReferences"][0]["uid"]
-        )
+        assert meta["annotations"]["modelgrid.firmus.ai/qualification-namespace"] == NS
+        assert labels["modelgrid.firmus.ai/qualification-uid"] == UID
+        assert labels["modelgrid.firmus.ai/qualification-namespace"] == NS
         assert labels["modelgrid.firmus.ai/generation"] == "7"
         assert labels["modelgrid.firmus.ai/attempt"] == "2"
         assert labels["app.kubernetes.io/managed-by"] == "modelgrid-operator"

@@ -136,6 +136,8 @@ def observe(
     max_concurrent: int = 4,
     generation: int = 1,
     now: dt.datetime = T0,
+    nonce: str = f.JOB_NONCE,
+    volumes: dict[str, dict[str, Any] | None] | None = None,
 ) -> Observed:
     return Observed(
         name=NAME,
@@ -152,6 +154,8 @@ def observe(
         active_benchmarks=active,
         max_concurrent=max_concurrent,
         now=now,
+        nonce=nonce,
+        volumes=volumes or {},
     )
 
 
@@ -190,6 +194,7 @@ def real_result(
     gpus: int = 1,
     seed: int = 0,
     processes: int = 1,
+    nonce: str | None = f.JOB_NONCE,
 ) -> str:
     """A real termination message: 2 runs of 12 s around 100 W, analysed and encoded."""
     tel = (
@@ -207,6 +212,7 @@ def real_result(
         seed=seed,
         tel=tel,
         idle_w=IDLE_W,
+        job_nonce=nonce,
     )
     return encode_compact(analyze(ev))
 
@@ -395,7 +401,15 @@ def test_no_job_creates_one() -> None:
     d = decide(observe(), SETTINGS)
     assert d.action is ActionKind.CREATE_JOB
     spec = QualificationSpec.model_validate(spec_dict())
-    want = build_job(name=NAME, namespace=NS, uid=UID, generation=1, spec=spec, settings=SETTINGS)
+    want = build_job(
+        name=NAME,
+        namespace=NS,
+        uid=UID,
+        generation=1,
+        spec=spec,
+        settings=SETTINGS,
+        nonce=f.JOB_NONCE,
+    )
     assert d.job == want
     st = d.status
     assert st["phase"] == "Scheduling"
@@ -1172,3 +1186,234 @@ def test_a_reverify_period_out_of_bounds_is_a_spec_error_not_a_crash(value: str)
 @pytest.mark.parametrize("value", ["1h", "72h", "365d", "1826d"])
 def test_reverify_periods_within_bounds_parse(value: str) -> None:
     assert parse_duration(value) > dt.timedelta(0)
+
+
+# --------------------------------------------------------------------------- binding and isolation
+
+
+def _completed_with_pods(
+    pods: list[dict[str, Any]], manifest: dict[str, Any], status: dict[str, Any]
+) -> Decision:
+    return decide(
+        observe(
+            status=status,
+            job=job_object(manifest, *COMPLETE),
+            pods=pods,
+            now=T0 + dt.timedelta(minutes=12),
+        ),
+        SETTINGS,
+    )
+
+
+def test_the_job_is_created_in_the_benchmark_namespace_with_the_drawn_nonce() -> None:
+    d = decide(observe(nonce="ab" * 16), JobSettings(namespace="gpu-bench"))
+    assert d.job is not None
+    assert d.job["metadata"]["namespace"] == "gpu-bench"
+    assert d.job["metadata"]["annotations"]["modelgrid.firmus.ai/job-nonce"] == "ab" * 16
+    assert "--job-nonce" in d.job["spec"]["template"]["spec"]["containers"][0]["args"]
+
+
+def test_a_result_echoing_the_jobs_nonce_is_priced() -> None:
+    _, st = completed(real_result())
+    assert st["phase"] == "Succeeded"
+    assert st["tier"]["number"] == 1
+
+
+@pytest.mark.parametrize(
+    ("nonce", "says"),
+    [
+        ("ab" * 16, "echoes nonce abababab"),  # another Job's result, replayed
+        (None, "echoes nonce none"),  # a result that names no Job
+    ],
+)
+def test_a_result_measured_for_another_job_is_not_priced(nonce: str | None, says: str) -> None:
+    d, st = completed(real_result(nonce=nonce))
+    assert st["phase"] == "Failed"
+    assert not st.get("tier")
+    assert st.get("discountPercent") is None
+    stalled = cond(st, "Stalled")
+    assert stalled["reason"] == "ResultRejected"
+    assert stalled["message"].startswith("ResultNotBound: ")
+    assert says in stalled["message"]
+    assert [(t, r) for t, r, _ in d.events] == [("Warning", "ResultRejected")]
+
+
+def test_a_job_without_a_nonce_binds_no_result() -> None:
+    _, status, manifest = started()
+    del manifest["metadata"]["annotations"]["modelgrid.firmus.ai/job-nonce"]
+    name = manifest["metadata"]["name"]
+    d = _completed_with_pods([succeeded_pod(name, real_result())], manifest, status)
+    stalled = cond(merged(status, d), "Stalled")
+    assert stalled["reason"] == "ResultRejected"
+    assert "carries no nonce" in stalled["message"]
+
+
+def test_two_succeeded_pods_for_one_run_are_refused_not_guessed_between() -> None:
+    _, status, manifest = started()
+    name = manifest["metadata"]["name"]
+    low = real_result()  # tier 1
+    high = real_result(12.0)  # borderline: a different verdict
+    pods = [succeeded_pod(name, low), succeeded_pod(name, high)]
+    pods[1]["metadata"]["name"] += "-2"
+    d = _completed_with_pods(pods, manifest, status)
+    st = merged(status, d)
+    assert st["phase"] == "Failed"
+    assert not st.get("tier")
+    stalled = cond(st, "Stalled")
+    assert stalled["reason"] == "AmbiguousResult"
+    assert "2 succeeded pods" in stalled["message"]
+    assert [(t, r) for t, r, _ in d.events] == [("Warning", "AmbiguousResult")]
+
+
+def test_a_failed_run_says_where_it_ran_not_that_it_was_never_scheduled() -> None:
+    _, status, manifest = started()
+    name = manifest["metadata"]["name"]
+    refusal = BenchFailure(reason="WrongGPU", message="GPU 0 is an H100", exit_code=3).encode()
+    pods = [failed_pod(name, 3, refusal, created=f"2026-03-01T12:0{i}:05Z") for i in range(3)]
+    d = decide(
+        observe(
+            status=status,
+            job=job_object(manifest, *failed("BackoffLimitExceeded", "limit")),
+            pods=pods,
+        ),
+        SETTINGS,
+    )
+    st = merged(status, d)
+    sched = cond(st, "Scheduled")
+    assert sched["status"] == "True"
+    assert sched["message"] == "the benchmark ran 3 time(s), on gpu-node-7"
+    assert "not scheduled yet" not in json.dumps(st["conditions"])
+    never = decide(
+        observe(
+            status=status,
+            job=job_object(manifest, *failed("DeadlineExceeded", "deadline")),
+            pods=[pod(name, "Pending", scheduled=False)],
+        ),
+        SETTINGS,
+    )
+    sched = cond(never.status, "Scheduled")
+    assert (sched["status"], sched["reason"]) == ("False", "NeverScheduled")
+
+
+PVC_SPEC = {"pvc": {"claimName": "llama-8b", "path": "/weights"}}
+
+
+def _pvc(name: str, shared_with: str | None) -> dict[str, Any]:
+    notes = {"modelgrid.firmus.ai/shared-with": shared_with} if shared_with is not None else {}
+    return {"metadata": {"name": name, "namespace": SETTINGS.namespace, "annotations": notes}}
+
+
+@pytest.mark.parametrize(
+    ("volume", "reason", "says"),
+    [
+        (None, "ModelVolumeMissing", "does not exist in the benchmark namespace"),
+        (_pvc("llama-8b", None), "ModelVolumeNotShared", "is not shared with namespace 'team-a'"),
+        (_pvc("llama-8b", "team-b, team-c"), "ModelVolumeNotShared", "team-a"),
+    ],
+)
+def test_a_model_volume_missing_or_not_shared_stalls_with_its_cause(
+    volume: dict[str, Any] | None, reason: str, says: str
+) -> None:
+    spec = spec_dict(model={"name": "llama-8b", "source": PVC_SPEC})
+    d = decide(observe(spec=spec, volumes={"llama-8b": volume}), SETTINGS)
+    assert d.action is ActionKind.NONE
+    assert d.job is None
+    st = d.status
+    assert st["phase"] == "Pending"
+    assert_kstatus(st, "False", "False", "True")
+    stalled = cond(st, "Stalled")
+    assert stalled["reason"] == reason
+    assert says in stalled["message"]
+    assert "llama-8b" in stalled["message"]
+    assert cond(st, "Scheduled")["reason"] == reason  # not "waiting for a node"
+    assert d.requeue_after_s == 60.0
+    assert [(t, r) for t, r, _ in d.events] == [("Warning", reason)]
+    # looked at again with nothing changed: no second event
+    again = decide(observe(spec=spec, status=st, volumes={"llama-8b": volume}), SETTINGS)
+    assert again.events == []
+    assert again.status["phase"] == "Pending"
+
+
+@pytest.mark.parametrize("shared_with", ["*", "team-a", "team-b,team-a"])
+def test_a_model_volume_shared_with_the_namespace_starts_the_job(shared_with: str) -> None:
+    spec = spec_dict(model={"name": "llama-8b", "source": PVC_SPEC})
+    blocked = decide(observe(spec=spec, volumes={"llama-8b": None}), SETTINGS)
+    d = decide(
+        observe(
+            spec=spec, status=blocked.status, volumes={"llama-8b": _pvc("llama-8b", shared_with)}
+        ),
+        SETTINGS,
+    )
+    assert d.action is ActionKind.CREATE_JOB
+    assert d.job is not None
+    (claim,) = [
+        v["persistentVolumeClaim"]["claimName"]
+        for v in d.job["spec"]["template"]["spec"]["volumes"]
+        if "persistentVolumeClaim" in v
+    ]
+    assert claim == "llama-8b"
+    assert_kstatus(d.status, "False", "True", "False")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[fe80::1]:8000",
+        "http://metadata.google.internal/computeMetadata/v1",
+        "https://kubernetes.default.svc",
+        "http://vllm.serving.svc.cluster.local:8000",
+        "http://10.0.0.7:8000",
+        "http://2852039166/",  # 169.254.169.254 written as one decimal number
+    ],
+)
+def test_an_endpoint_inside_the_cluster_waits_for_a_policy_that_allows_it(url: str) -> None:
+    spec = spec_dict(model={"name": "llama-8b", "source": {"endpoint": {"url": url}}})
+    d = decide(observe(spec=spec), SETTINGS)
+    assert d.job is None
+    stalled = cond(d.status, "Stalled")
+    assert stalled["reason"] == "EndpointNotAllowed"
+    assert url in stalled["message"]
+    assert "spec.endpointAccess" in stalled["message"]
+    allowing = policy(2, endpointAccess={"allowClusterInternal": True, "allowLinkLocal": True})
+    ok = decide(observe(spec=spec, status=d.status, tier_policy=allowing), SETTINGS)
+    assert ok.action is ActionKind.CREATE_JOB
+
+
+def test_a_public_endpoint_starts_the_job() -> None:
+    spec = spec_dict(
+        model={"name": "llama-8b", "source": {"endpoint": {"url": "https://api.example.com/v1"}}}
+    )
+    assert decide(observe(spec=spec), SETTINGS).action is ActionKind.CREATE_JOB
+
+
+def test_a_missing_benchmark_namespace_stalls_instead_of_failing_the_qualification() -> None:
+    obs = observe()
+    d = decide(obs, SETTINGS)
+    refused = job_refused(obs, d, 404, 'namespaces "modelgrid-benchmarks" not found')
+    st = refused.status
+    assert st["phase"] == "Pending"
+    assert_kstatus(st, "False", "False", "True")
+    stalled = cond(st, "Stalled")
+    assert stalled["reason"] == "BenchmarkNamespaceMissing"
+    assert "modelgrid-benchmarks" in stalled["message"]
+    assert refused.requeue_after_s == 60.0
+    assert [(t, r) for t, r, _ in refused.events] == [("Warning", "BenchmarkNamespaceMissing")]
+
+
+def test_a_job_refused_by_the_benchmark_namespaces_quota_waits_queued() -> None:
+    obs = observe()
+    d = decide(obs, SETTINGS)
+    message = (
+        'jobs.batch "llama-8b-g1-abc" is forbidden: exceeded quota: benchmarks, requested: '
+        "count/jobs.batch=1, used: count/jobs.batch=20, limited: count/jobs.batch=20"
+    )
+    waiting = job_refused(obs, d, 403, message)
+    st = waiting.status
+    assert st["phase"] == "Queued"
+    assert_kstatus(st, "False", "True", "False")
+    assert "exceeded quota" in cond(st, "Reconciling")["message"]
+    assert waiting.requeue_after_s == QUEUE_RECHECK_S
+    assert [(t, r) for t, r, _ in waiting.events] == [("Normal", "Queued")]
+    again = job_refused(observe(status=merged({}, waiting)), d, 403, message)
+    assert again.events == []

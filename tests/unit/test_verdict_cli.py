@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from modelgrid_operator.cli import main, shipped_policy
-from tests.factory import run_simulated_benchmark
+from tests.factory import JOB_NONCE, run_simulated_benchmark
 
 REPO = Path(__file__).resolve().parents[2]
 #: The module's fixture runs a paced benchmark of two 12 s runs (longer on a slow machine).
@@ -18,7 +18,7 @@ pytestmark = pytest.mark.timeout(300)
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return run_simulated_benchmark(tmp_path_factory.mktemp("bench") / "ev")
+    return run_simulated_benchmark(tmp_path_factory.mktemp("bench") / "ev", job_nonce=JOB_NONCE)
 
 
 def test_shipped_policies_are_the_crds_copies() -> None:
@@ -186,3 +186,24 @@ def test_a_deeply_nested_file_gives_one_line_and_exit_2(
     assert main(["verdict", "--result", str(result), "--policy", str(deep)]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1, err
+
+
+def test_the_benchmark_echoes_its_job_nonce_and_verdict_checks_it(
+    run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    compact = json.loads((run_dir / "result-compact.json").read_text())
+    assert compact["job_nonce"] == JOB_NONCE
+    full = json.loads((run_dir / "result.json").read_text())
+    assert full["job_nonce"] == JOB_NONCE
+    doc = yaml.safe_load((REPO / "crds" / "tierpolicies" / "model-card.yaml").read_text())
+    doc["spec"]["allowSimulated"] = True
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(yaml.safe_dump(doc))
+    result = str(run_dir / "result-compact.json")
+    args = ["verdict", "--result", result, "--policy", str(policy), "--json"]
+    assert main([*args, "--job-nonce", JOB_NONCE]) == 0
+    capsys.readouterr()
+    assert main([*args, "--job-nonce", "ab" * 16]) == 3
+    err = capsys.readouterr().err
+    assert err.startswith("modelgrid: result refused: ResultNotBound: ")
+    assert len(err.strip().splitlines()) == 1

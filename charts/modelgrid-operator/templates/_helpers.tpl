@@ -58,3 +58,17 @@ app.kubernetes.io/component: operator
 {{- define "modelgrid-operator.benchmarkImage" -}}
 {{- printf "%s:%s" .Values.benchmark.image.repository (toString .Values.benchmark.image.tag) }}
 {{- end }}
+
+{{/* The namespace of the benchmark Jobs, their pods and the model volumes: the operator's own,
+never a tenant's, nor the release namespace (where the operator's credentials live). */}}
+{{- define "modelgrid-operator.benchmarkNamespace" -}}
+{{- if eq .Values.benchmark.namespace .Release.Namespace }}
+{{- fail (printf "benchmark.namespace must not be the release namespace %q: benchmark pods run tenants' models, away from the operator" .Release.Namespace) }}
+{{- end }}
+{{- .Values.benchmark.namespace }}
+{{- end }}
+
+{{/* The label of the benchmark pods, as the operator sets it (modelgrid_operator.jobs). */}}
+{{- define "modelgrid-operator.benchmarkSelectorLabels" -}}
+app.kubernetes.io/name: modelgrid-benchmark
+{{- end }}

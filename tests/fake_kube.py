@@ -1,0 +1,104 @@
+"""An in-memory stand-in for `modelgrid_operator.kube.Kube`, our own boundary to the API.
+
+It keeps objects as the apiserver returns them (plain dicts) and records what the reconciler
+asked for, so handler-level behaviour is tested without a cluster; the real API is the
+control-plane tier's.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from typing import Any
+
+from modelgrid_operator.jobs import LABEL_CONTROLLER_UID, LABEL_QUALIFICATION
+from modelgrid_operator.kube import JobRefused
+
+
+class FakeKube:
+    def __init__(self) -> None:
+        self.qualifications: dict[tuple[str, str], dict[str, Any]] = {}
+        self.policies: dict[str, dict[str, Any]] = {}
+        self.jobs: dict[tuple[str, str], dict[str, Any]] = {}
+        self.pods: dict[tuple[str, str], dict[str, Any]] = {}
+        self.pvcs: dict[tuple[str, str], dict[str, Any]] = {}
+        self.events: list[tuple[str, str, str, str]] = []
+        self.deleted_jobs: list[tuple[str, str]] = []
+        self.pvc_reads: list[tuple[str, str]] = []
+        self._uids = itertools.count(1)
+
+    # -- qualifications and policies
+    def get_qualification(self, namespace: str, name: str) -> dict[str, Any] | None:
+        obj = self.qualifications.get((namespace, name))
+        return copy.deepcopy(obj) if obj else None
+
+    def list_qualifications(self) -> list[dict[str, Any]]:
+        return [copy.deepcopy(o) for o in self.qualifications.values()]
+
+    def patch_qualification_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        obj = self.qualifications.get((namespace, name))
+        if obj is None:
+            return
+        merged = {**(obj.get("status") or {}), **status}
+        obj["status"] = {k: v for k, v in merged.items() if v is not None}
+
+    def get_policy(self, name: str) -> dict[str, Any] | None:
+        obj = self.policies.get(name)
+        return copy.deepcopy(obj) if obj else None
+
+    # -- jobs and pods
+    def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
+        obj = self.jobs.get((namespace, name))
+        return copy.deepcopy(obj) if obj else None
+
+    def create_job(self, namespace: str, manifest: dict[str, Any]) -> dict[str, Any]:
+        if manifest["metadata"]["namespace"] != namespace:
+            raise JobRefused(400, "the namespace of the provided object does not match")
+        key = (namespace, manifest["metadata"]["name"])
+        if key in self.jobs:
+            return copy.deepcopy(self.jobs[key])
+        job = copy.deepcopy(manifest)
+        job["metadata"]["uid"] = f"job-uid-{next(self._uids)}"
+        job["status"] = {}
+        self.jobs[key] = job
+        return copy.deepcopy(job)
+
+    def delete_job(self, namespace: str, name: str) -> None:
+        self.deleted_jobs.append((namespace, name))
+        self.jobs.pop((namespace, name), None)
+
+    def jobs_of(self, namespace: str, qualification_uid: str) -> list[dict[str, Any]]:
+        return [
+            copy.deepcopy(j)
+            for (ns, _), j in self.jobs.items()
+            if ns == namespace
+            and j["metadata"]["labels"].get(LABEL_QUALIFICATION) == qualification_uid
+        ]
+
+    def list_benchmark_jobs(self, namespace: str) -> list[dict[str, Any]]:
+        return [copy.deepcopy(j) for (ns, _), j in self.jobs.items() if ns == namespace]
+
+    def pods_of_job(self, job: dict[str, Any]) -> list[dict[str, Any]]:
+        uid = job["metadata"]["uid"]
+        return [
+            copy.deepcopy(p)
+            for (ns, _), p in self.pods.items()
+            if ns == job["metadata"]["namespace"]
+            and p["metadata"].get("labels", {}).get(LABEL_CONTROLLER_UID) == uid
+            and any(
+                r.get("controller") and r.get("uid") == uid
+                for r in p["metadata"].get("ownerReferences") or []
+            )
+        ]
+
+    def get_pvc(self, namespace: str, name: str) -> dict[str, Any] | None:
+        self.pvc_reads.append((namespace, name))
+        obj = self.pvcs.get((namespace, name))
+        return copy.deepcopy(obj) if obj else None
+
+    def active_benchmarks(self, namespace: str) -> int:
+        return sum(1 for (ns, _), j in self.jobs.items() if ns == namespace and not j["status"])
+
+    def post_event(self, obj: dict[str, Any], event_type: str, reason: str, message: str) -> None:
+        meta = obj["metadata"]
+        self.events.append((f"{meta['namespace']}/{meta['name']}", event_type, reason, message))

@@ -1,0 +1,102 @@
+"""The reconciler's wiring over our Kube boundary: where Jobs go, what is read, what is swept."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from modelgrid_operator.handlers import Reconciler
+from modelgrid_operator.jobs import JobSettings, job_nonce, qualification_of
+from modelgrid_operator.settings import Settings
+from tests import factory as f
+from tests.fake_kube import FakeKube
+
+BENCH_NS = "gpu-bench"
+
+
+def _qualification(
+    ns: str, name: str, uid: str, source: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "modelgrid.firmus.ai/v1alpha1",
+        "kind": "ModelQualification",
+        "metadata": {"namespace": ns, "name": name, "uid": uid, "generation": 1},
+        "spec": {
+            "model": {
+                "name": name,
+                "source": source or {"randomWeights": {"architecture": "tiny-llama"}},
+            }
+        },
+    }
+
+
+def _world(*qualifications: dict[str, Any]) -> tuple[FakeKube, Reconciler]:
+    kube = FakeKube()
+    kube.policies["model-card"] = {
+        "metadata": {"name": "model-card", "generation": 1},
+        "spec": f.shipped_policy_spec(),
+    }
+    for q in qualifications:
+        kube.qualifications[(q["metadata"]["namespace"], q["metadata"]["name"])] = q
+    settings = Settings(job=JobSettings(namespace=BENCH_NS))
+    return kube, Reconciler(kube, settings)  # type: ignore[arg-type]
+
+
+def test_the_job_is_made_in_the_benchmark_namespace_with_a_fresh_nonce() -> None:
+    kube, r = _world(_qualification("team-a", "q", "uid-a"), _qualification("team-b", "q", "uid-b"))
+    r.reconcile("team-a", "q")
+    r.reconcile("team-b", "q")
+    jobs = list(kube.jobs.values())
+    assert len(jobs) == 2
+    assert {j["metadata"]["namespace"] for j in jobs} == {BENCH_NS}
+    assert {qualification_of(j) for j in jobs} == {
+        ("team-a", "q", "uid-a"),
+        ("team-b", "q", "uid-b"),
+    }
+    nonces = [job_nonce(j) for j in jobs]
+    assert all(n and len(n) == 32 for n in nonces)
+    assert nonces[0] != nonces[1]
+    status = kube.qualifications[("team-a", "q")]["status"]
+    assert status["phase"] == "Scheduling"
+    assert status["jobName"] in {j["metadata"]["name"] for j in jobs}
+
+
+def test_model_volumes_are_looked_up_in_the_benchmark_namespace_only() -> None:
+    source = {"pvc": {"claimName": "llama", "path": "/w"}}
+    kube, r = _world(_qualification("team-a", "q", "uid-a", source))
+    kube.pvcs[("team-a", "llama")] = {"metadata": {"name": "llama", "annotations": {}}}
+    r.reconcile("team-a", "q")
+    assert kube.pvc_reads == [(BENCH_NS, "llama")]
+    assert not kube.jobs  # the tenant's own claim of that name does not count
+    st = kube.qualifications[("team-a", "q")]["status"]
+    assert st["phase"] == "Pending"
+    assert [(e[1], e[2]) for e in kube.events] == [("Warning", "ModelVolumeMissing")]
+    kube.pvcs[(BENCH_NS, "llama")] = {
+        "metadata": {"name": "llama", "annotations": {"modelgrid.firmus.ai/shared-with": "team-a"}}
+    }
+    r.reconcile("team-a", "q")
+    assert len(kube.jobs) == 1
+
+
+def test_the_sweep_deletes_jobs_whose_qualification_is_gone_or_recreated() -> None:
+    kube, r = _world(
+        _qualification("team-a", "kept", "uid-kept"),
+        _qualification("team-a", "gone", "uid-gone"),
+        _qualification("team-a", "again", "uid-old"),
+    )
+    for name in ("kept", "gone", "again"):
+        r.reconcile("team-a", name)
+    assert len(kube.jobs) == 3
+    del kube.qualifications[("team-a", "gone")]
+    kube.qualifications[("team-a", "again")]["metadata"]["uid"] = "uid-new"  # deleted, recreated
+    assert r.collect_orphans() == 2
+    left = [qualification_of(j) for j in kube.jobs.values()]
+    assert left == [("team-a", "kept", "uid-kept")]
+    assert r.collect_orphans() == 0
+
+
+def test_deleting_a_qualification_deletes_its_jobs() -> None:
+    kube, r = _world(_qualification("team-a", "q", "uid-a"), _qualification("team-b", "q", "uid-b"))
+    r.reconcile("team-a", "q")
+    r.reconcile("team-b", "q")
+    r.delete_jobs_of("uid-a")
+    assert [qualification_of(j) for j in kube.jobs.values()] == [("team-b", "q", "uid-b")]
