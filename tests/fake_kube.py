@@ -12,7 +12,7 @@ import itertools
 from typing import Any
 
 from modelgrid_operator.jobs import LABEL_CONTROLLER_UID, LABEL_QUALIFICATION
-from modelgrid_operator.kube import JobRefused
+from modelgrid_operator.kube import BenchmarkAccessDenied, JobRefused
 
 
 class FakeKube:
@@ -26,6 +26,8 @@ class FakeKube:
         self.deleted_jobs: list[tuple[str, str]] = []
         self.pvc_reads: list[tuple[str, str]] = []
         self._uids = itertools.count(1)
+        #: the benchmark namespace forbids the operator (its Role gone)
+        self.denied = False
 
     # -- qualifications and policies
     def get_qualification(self, namespace: str, name: str) -> dict[str, Any] | None:
@@ -68,6 +70,8 @@ class FakeKube:
         self.jobs.pop((namespace, name), None)
 
     def jobs_of(self, namespace: str, qualification_uid: str) -> list[dict[str, Any]]:
+        if self.denied:
+            raise BenchmarkAccessDenied("listing benchmark Jobs: jobs.batch is forbidden")
         return [
             copy.deepcopy(j)
             for (ns, _), j in self.jobs.items()

@@ -33,6 +33,7 @@ from modelgrid_contract.result import (
     SamplerConfig,
     WorkDoneFloors,
 )
+from modelgrid_contract.targets import Target
 from modelgrid_contract.wire import encode_compact
 from modelgrid_contract.workload import PromptType, Workload
 
@@ -62,6 +63,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     m.add_argument("--endpoint", help="OpenAI-compatible base URL (backend openai)")
     m.add_argument("--served-model", help="model name the endpoint serves (default: --model)")
+    m.add_argument(
+        "--endpoint-access",
+        help="address classes besides public that --endpoint may resolve to, comma-separated: "
+        "cluster-internal, link-local, or none (default: unchecked)",
+    )
     m.add_argument(
         "--no-engine-extensions",
         action="store_true",
@@ -194,6 +200,18 @@ def _workload(args: argparse.Namespace) -> Workload:
         raise BadInputError(f"invalid workload: {field}: {err['msg']}") from exc
 
 
+def _endpoint_access(text: str | None) -> frozenset[str] | None:
+    if text is None:
+        return None
+    words = frozenset(w.strip() for w in text.split(",") if w.strip()) - {"none"}
+    bad = sorted(words - {Target.CLUSTER_INTERNAL.value, Target.LINK_LOCAL.value})
+    if bad:
+        raise BadInputError(
+            f"--endpoint-access: unknown {', '.join(bad)}; use cluster-internal, link-local or none"
+        )
+    return words
+
+
 def _nonce(args: argparse.Namespace) -> str | None:
     nonce: str | None = args.job_nonce
     if nonce is not None and not re.fullmatch(JOB_NONCE_PATTERN, nonce):
@@ -264,6 +282,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             kind=args.backend,
             model=args.model or "synthetic",
             endpoint=args.endpoint,
+            endpoint_access=_endpoint_access(args.endpoint_access),
             served_model=args.served_model,
             device=args.device,
             dtype=args.dtype,

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from modelgrid_contract.reasons import Reason as WireReason
 from modelgrid_contract.result import Flag, WorkDoneFloors
@@ -24,6 +24,17 @@ GROUP = "modelgrid.firmus.ai"
 VERSION = "v1alpha1"
 MQ_PLURAL = "modelqualifications"
 TP_PLURAL = "tierpolicies"
+
+
+def validation_message(exc: ValidationError, limit: int = 3) -> str:
+    """A pydantic error in a person's words: `field: what is wrong` for the first few errors,
+    without pydantic's input echo or its "For further information visit" link."""
+    parts = []
+    for err in exc.errors(include_url=False)[:limit]:
+        where = ".".join(str(x) for x in err["loc"]) or "(top level)"
+        parts.append(f"{where}: {err['msg']}")
+    more = len(exc.errors()) - limit
+    return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
 
 
 class _Api(BaseModel):
@@ -379,6 +390,13 @@ class TierPolicySpec(_Api):
         max_length=16,
     )
     endpoint_access: EndpointAccess = Field(default_factory=EndpointAccess, alias="endpointAccess")
+    allowed_namespaces: list[str] = Field(
+        default_factory=list, alias="allowedNamespaces", max_length=256
+    )
+
+    def applies_to(self, namespace: str) -> bool:
+        """Whether this policy may price a qualification in `namespace`."""
+        return not self.allowed_namespaces or namespace in self.allowed_namespaces
 
     @field_validator("disqualifying_flags")
     @classmethod
@@ -457,3 +475,7 @@ class Reason(StrEnum):
     AMBIGUOUS_RESULT = "AmbiguousResult"
     #: the operator's benchmark namespace does not exist (an installation fault)
     BENCHMARK_NAMESPACE_MISSING = "BenchmarkNamespaceMissing"
+    #: the operator may not read or write what it needs there (its Role)
+    BENCHMARK_NAMESPACE_FORBIDDEN = "BenchmarkNamespaceForbidden"
+    #: the TierPolicy names the namespaces it prices, and this one is not among them
+    POLICY_NOT_ALLOWED = "PolicyNotAllowed"

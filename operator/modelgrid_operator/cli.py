@@ -27,7 +27,7 @@ from pydantic import ValidationError
 from modelgrid_contract.reasons import Reason
 from modelgrid_contract.result import SCHEMA_FULL, BenchmarkResult, CompactResult
 from modelgrid_contract.wire import ResultRejected, encode_compact
-from modelgrid_operator.api import QualificationSpec, TierPolicySpec
+from modelgrid_operator.api import QualificationSpec, TierPolicySpec, validation_message
 from modelgrid_operator.verdict import Verdict, evaluate, validate_result, workload_digest
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_REFUSED = 0, 2, 3
@@ -75,7 +75,7 @@ def _compact_text(path: Path) -> str:
         try:
             return encode_compact(BenchmarkResult.model_validate(obj))
         except ValidationError as exc:
-            raise BadInput(f"{path} is not a valid full result: {exc}") from exc
+            raise BadInput(f"{path} is not a valid full result: {validation_message(exc)}") from exc
     return raw
 
 
@@ -110,7 +110,7 @@ def _spec(args: argparse.Namespace, result_text: str) -> tuple[QualificationSpec
     try:
         return QualificationSpec.model_validate(spec_doc), check
     except ValidationError as exc:
-        raise BadInput(f"invalid qualification or claims: {exc}") from exc
+        raise BadInput(f"invalid qualification or claims: {validation_message(exc)}") from exc
 
 
 def _policy(args: argparse.Namespace) -> tuple[str, TierPolicySpec]:
@@ -121,7 +121,11 @@ def _policy(args: argparse.Namespace) -> tuple[str, TierPolicySpec]:
     try:
         name = (doc.get("metadata") or {}).get("name", str(args.policy))
         return str(name), TierPolicySpec.model_validate(spec)
-    except (ValidationError, AttributeError) as exc:
+    except ValidationError as exc:
+        raise BadInput(
+            f"{args.policy} is not a valid TierPolicy: {validation_message(exc)}"
+        ) from exc
+    except AttributeError as exc:
         raise BadInput(f"{args.policy} is not a valid TierPolicy: {exc}") from exc
 
 

@@ -31,8 +31,16 @@ from modelgrid_operator.jobs import (
     model_claims,
     qualification_of,
 )
-from modelgrid_operator.kube import JobRefused, Kube
-from modelgrid_operator.reconcile import ActionKind, Observed, decide, job_refused, parse_iso
+from modelgrid_operator.kube import BenchmarkAccessDenied, JobRefused, Kube
+from modelgrid_operator.reconcile import (
+    BLOCKED_RECHECK_S,
+    ActionKind,
+    Observed,
+    decide,
+    installation_fault,
+    job_refused,
+    parse_iso,
+)
 from modelgrid_operator.settings import Settings
 
 log = logging.getLogger("modelgrid_operator")
@@ -83,7 +91,46 @@ class Reconciler:
         if mq is None or mq["metadata"].get("deletionTimestamp"):
             metrics.forget(namespace, name)
             return None
-        meta, spec = mq["metadata"], mq.get("spec") or {}
+        try:
+            return self._reconcile_one(mq)
+        except BenchmarkAccessDenied as exc:
+            return self._access_denied(mq, str(exc))
+
+    def _access_denied(self, mq: dict[str, Any], message: str) -> float:
+        """The benchmark namespace forbids the operator: say so on the qualification (a verdict
+        that stands is left alone) and look again at the next resync."""
+        meta, status = mq["metadata"], mq.get("status") or {}
+        log.warning("benchmark namespace %s: %s", self.bench_ns, message)
+        if status.get("phase") in ("Succeeded", "Failed"):  # an outcome stands as it is
+            return BLOCKED_RECHECK_S
+        obs = Observed(
+            name=meta["name"],
+            namespace=meta["namespace"],
+            uid=meta["uid"],
+            generation=int(meta.get("generation", 1)),
+            spec=mq.get("spec") or {},
+            status=status,
+            policy_name="",
+            policy=None,
+            job=None,
+            pods=[],
+            stale_jobs=[],
+            active_benchmarks=0,
+            max_concurrent=self.settings.max_concurrent_jobs,
+            now=dt.datetime.now(dt.UTC),
+            nonce="",
+        )
+        d = installation_fault(obs, self.bench_ns, message)
+        self.kube.patch_qualification_status(meta["namespace"], meta["name"], d.status)
+        if _changed(status, d.status):
+            for event_type, reason, text in d.events:
+                self.kube.post_event(mq, event_type, reason, text)
+        return BLOCKED_RECHECK_S
+
+    def _reconcile_one(self, mq: dict[str, Any]) -> float | None:
+        meta = mq["metadata"]
+        namespace, name = meta["namespace"], meta["name"]
+        spec = mq.get("spec") or {}
         status = mq.get("status") or {}
         generation = int(meta.get("generation", 1))
         policy_name = (spec.get("policyRef") or {}).get("name") or self.settings.default_policy
@@ -100,8 +147,11 @@ class Reconciler:
             if j["metadata"]["name"] != current and _job_active(j)
         ]
         pods = self.kube.pods_of_job(job) if job else []
-        active = self.kube.active_benchmarks(self.bench_ns) if job is None else 0
-        volumes = self._volumes(spec) if job is None else {}
+        # what only a Job about to be created needs: none yet, or this one finished (a rerun
+        # or a re-verification makes the next attempt's)
+        may_create = job is None or not _job_active(job)
+        active = self.kube.active_benchmarks(self.bench_ns) if may_create else 0
+        volumes = self._volumes(spec) if may_create else {}
         obs = Observed(
             name=name,
             namespace=namespace,
@@ -130,8 +180,6 @@ class Reconciler:
             except JobRefused as exc:
                 log.warning("Job for %s/%s refused: %s", namespace, name, exc)
                 d = job_refused(obs, d, exc.status, exc.message)
-                if not d.events:  # the namespace is going away: nothing to report
-                    return None
         self.kube.patch_qualification_status(namespace, name, d.status)
         new_phase = d.status.get("phase", status.get("phase"))
         if _changed(status, d.status):
@@ -167,10 +215,13 @@ class Reconciler:
             return {}
         return {c: self.kube.get_pvc(self.bench_ns, c) for c in claims}
 
-    def delete_jobs_of(self, uid: str) -> None:
+    def delete_jobs_of(self, namespace: str, name: str, uid: str) -> None:
         """Delete every benchmark Job of a qualification that is gone (owner references cannot
-        cross from the benchmark namespace to a tenant's, so garbage collection cannot)."""
-        for job in self.kube.jobs_of(self.bench_ns, uid):
+        cross from the benchmark namespace to a tenant's, so garbage collection cannot); under
+        the qualification's lock, so that no reconcile creates one meanwhile."""
+        with self._locked(namespace, name):
+            jobs = self.kube.jobs_of(self.bench_ns, uid)
+        for job in jobs:
             log.info(
                 "deleting Job %s/%s of a deleted qualification",
                 self.bench_ns,
@@ -347,9 +398,10 @@ def resync(namespace: str, name: str, **_: Any) -> None:
 
 @kopf.on.delete(GROUP, VERSION, MQ_PLURAL, optional=True)
 def on_deleted(namespace: str, name: str, uid: str, **_: Any) -> None:
-    # Optional: no finalizer. A deletion missed while the operator was down is the sweep's.
+    # Optional: this handler adds no finalizer of its own (the resync timer's is kopf's); a
+    # deletion missed while the operator was down is the sweep's.
     metrics.forget(namespace, name)
-    _reconciler().delete_jobs_of(uid)
+    _reconciler().delete_jobs_of(namespace, name, uid)
 
 
 @kopf.on.create(GROUP, VERSION, TP_PLURAL)

@@ -20,7 +20,7 @@ from typing import Any
 
 from modelgrid_contract.reasons import ExitCode
 from modelgrid_contract.result import WorkDoneFloors
-from modelgrid_operator.api import GROUP, QualificationSpec
+from modelgrid_operator.api import GROUP, EndpointAccess, QualificationSpec
 from modelgrid_operator.verdict import bench_workload
 
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -76,10 +76,14 @@ def job_name(name: str, uid: str, generation: int, attempt: int = 0) -> str:
 
 
 def benchmark_args(
-    spec: QualificationSpec, floors: WorkDoneFloors | None = None, nonce: str | None = None
+    spec: QualificationSpec,
+    floors: WorkDoneFloors | None = None,
+    nonce: str | None = None,
+    access: EndpointAccess | None = None,
 ) -> list[str]:
     """The benchmark's command line: the workload, the model, the GPUs it must find, the
-    work-done gate's floors of the policy that will price the result, and the Job's nonce."""
+    work-done gate's floors of the policy that will price the result, the Job's nonce, and
+    for an endpoint the address classes the policy lets its host resolve to."""
     gate = floors or WorkDoneFloors()
     workload = bench_workload(spec).model_dump(mode="json")
     src = spec.model.source
@@ -104,6 +108,8 @@ def benchmark_args(
             src.endpoint.url,
             "--model",
             src.endpoint.served_model or spec.model.name,
+            "--endpoint-access",
+            _access_words(access or EndpointAccess()),
         ]
     args += [
         "--expect-gpu",
@@ -122,6 +128,18 @@ def benchmark_args(
     if nonce is not None:
         args += ["--job-nonce", nonce]
     return args
+
+
+def _access_words(access: EndpointAccess) -> str:
+    words = [
+        word
+        for word, on in (
+            ("cluster-internal", access.allow_cluster_internal),
+            ("link-local", access.allow_link_local),
+        )
+        if on
+    ]
+    return ",".join(words) or "none"
 
 
 def model_claims(spec: QualificationSpec) -> list[str]:
@@ -162,6 +180,7 @@ def build_job(
     nonce: str,
     attempt: int = 0,
     floors: WorkDoneFloors | None = None,
+    endpoint_access: EndpointAccess | None = None,
 ) -> dict[str, Any]:
     """The Job for (`namespace`/`name`, `uid`) at `generation` and `attempt`, created in
     `settings.namespace`, whose result must echo `nonce`."""
@@ -219,7 +238,7 @@ def build_job(
         "name": CONTAINER,
         "image": settings.image,
         "imagePullPolicy": settings.image_pull_policy,
-        "args": benchmark_args(spec, floors, nonce),
+        "args": benchmark_args(spec, floors, nonce, endpoint_access),
         "env": env,
         "resources": {
             "requests": {

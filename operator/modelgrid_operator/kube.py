@@ -7,9 +7,11 @@ made instead of duplicating it), status written through the status subresource o
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
+from collections.abc import Iterator
 from typing import Any, cast
 
 from kubernetes import client, config
@@ -34,6 +36,21 @@ class JobRefused(Exception):
         super().__init__(f"{status}: {message}")
         self.status = status
         self.message = message
+
+
+class BenchmarkAccessDenied(Exception):
+    """The apiserver forbade a read or write in the benchmark namespace (the Role is missing or
+    narrower than the chart's): an installation fault, reported without a traceback."""
+
+
+@contextlib.contextmanager
+def _benchmark_access(what: str) -> Iterator[None]:
+    try:
+        yield
+    except ApiException as exc:
+        if exc.status == 403:
+            raise BenchmarkAccessDenied(f"{what}: {_api_message(exc)}") from exc
+        raise
 
 
 def _api_message(exc: ApiException) -> str:
@@ -145,61 +162,69 @@ class Kube:
                 raise
 
     def jobs_of(self, namespace: str, qualification_uid: str) -> list[dict[str, Any]]:
-        selector = f"{LABEL_MANAGED}={MANAGED_BY},{LABEL_QUALIFICATION}={qualification_uid}"
-        jobs = self.batch.list_namespaced_job(namespace, label_selector=selector).items
-        return [self._dict(j) for j in jobs]
+        with _benchmark_access("listing benchmark Jobs"):
+            selector = f"{LABEL_MANAGED}={MANAGED_BY},{LABEL_QUALIFICATION}={qualification_uid}"
+            jobs = self.batch.list_namespaced_job(namespace, label_selector=selector).items
+            return [self._dict(j) for j in jobs]
 
     def pods_of_job(self, job: dict[str, Any]) -> list[dict[str, Any]]:
         """The pods the Job controller made for this Job: selected by the controller-uid label
         and kept only with a controller owner reference to the Job's uid (a pod that merely
         carries the Job's name in a label is someone else's)."""
-        meta = job["metadata"]
-        uid = meta["uid"]
-        pods = self.core.list_namespaced_pod(
-            meta["namespace"], label_selector=f"{LABEL_CONTROLLER_UID}={uid}"
-        ).items
-        out = []
-        for pod in (self._dict(p) for p in pods):
-            refs = (pod.get("metadata") or {}).get("ownerReferences") or []
-            if any(
-                r.get("controller") and r.get("kind") == "Job" and r.get("uid") == uid for r in refs
-            ):
-                out.append(pod)
-        return out
+        with _benchmark_access("listing benchmark pods"):
+            meta = job["metadata"]
+            uid = meta["uid"]
+            pods = self.core.list_namespaced_pod(
+                meta["namespace"], label_selector=f"{LABEL_CONTROLLER_UID}={uid}"
+            ).items
+            out = []
+            for pod in (self._dict(p) for p in pods):
+                refs = (pod.get("metadata") or {}).get("ownerReferences") or []
+                if any(
+                    r.get("controller") and r.get("kind") == "Job" and r.get("uid") == uid
+                    for r in refs
+                ):
+                    out.append(pod)
+            return out
 
     def list_benchmark_jobs(self, namespace: str) -> list[dict[str, Any]]:
         """Every benchmark Job in the benchmark namespace (metadata and status)."""
-        jobs = self.batch.list_namespaced_job(
-            namespace, label_selector=f"{LABEL_MANAGED}={MANAGED_BY}"
-        ).items
-        return [self._dict(j) for j in jobs]
+        with _benchmark_access("listing benchmark Jobs"):
+            jobs = self.batch.list_namespaced_job(
+                namespace, label_selector=f"{LABEL_MANAGED}={MANAGED_BY}"
+            ).items
+            return [self._dict(j) for j in jobs]
 
     def get_pvc(self, namespace: str, name: str) -> dict[str, Any] | None:
-        try:
-            return self._dict(self.core.read_namespaced_persistent_volume_claim(name, namespace))
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
+        with _benchmark_access("reading a model volume"):
+            try:
+                return self._dict(
+                    self.core.read_namespaced_persistent_volume_claim(name, namespace)
+                )
+            except ApiException as exc:
+                if exc.status == 404:
+                    return None
+                raise
 
     def active_benchmarks(self, namespace: str) -> int:
         """Benchmark Jobs that have neither finished nor wait suspended."""
-        jobs = self.batch.list_namespaced_job(
-            namespace, label_selector=f"{LABEL_MANAGED}={MANAGED_BY}"
-        ).items
-        count = 0
-        for j in jobs:
-            conds = {
-                c.type
-                for c in ((j.status.conditions if j.status else None) or [])
-                if c.status == "True"
-            }
-            if conds & {"Complete", "Failed", "SuccessCriteriaMet", "FailureTarget"}:
-                continue
-            if j.spec is not None and j.spec.suspend:
-                continue
-            count += 1
-        return count
+        with _benchmark_access("counting benchmark Jobs"):
+            jobs = self.batch.list_namespaced_job(
+                namespace, label_selector=f"{LABEL_MANAGED}={MANAGED_BY}"
+            ).items
+            count = 0
+            for j in jobs:
+                conds = {
+                    c.type
+                    for c in ((j.status.conditions if j.status else None) or [])
+                    if c.status == "True"
+                }
+                if conds & {"Complete", "Failed", "SuccessCriteriaMet", "FailureTarget"}:
+                    continue
+                if j.spec is not None and j.spec.suspend:
+                    continue
+                count += 1
+            return count
 
     # -- events ----------------------------------------------------------------------------
 

@@ -28,6 +28,7 @@ from modelgrid_operator.api import (
     QualificationSpec,
     Reason,
     TierPolicySpec,
+    validation_message,
 )
 from modelgrid_operator.endpoints import endpoint_refusal
 from modelgrid_operator.jobs import (
@@ -232,6 +233,17 @@ def _failed(obs: Observed, reason: str, message: str) -> dict[str, Any]:
     }
 
 
+def _bound_result(raw: Any) -> bool:
+    """Whether a stored result echoes a Job nonce: one that does not was accepted before
+    results were bound to their Job (it may come from a pod a tenant planted), so it is
+    neither kept nor re-priced but measured again."""
+    try:
+        obj = json.loads(raw) if isinstance(raw, str) else None
+    except json.JSONDecodeError:
+        return False
+    return isinstance(obj, dict) and isinstance(obj.get("job_nonce"), str)
+
+
 def _job_condition(job: dict[str, Any], kind: str) -> dict[str, Any] | None:
     for c in (job.get("status") or {}).get("conditions") or []:
         if c.get("type") == kind and c.get("status") == "True":
@@ -294,7 +306,10 @@ def _policy(obs: Observed) -> TierPolicySpec | tuple[str, str]:
     try:
         return TierPolicySpec.model_validate(obs.policy.get("spec") or {})
     except ValidationError as exc:
-        return Reason.POLICY_INVALID.value, f"TierPolicy {obs.policy_name!r} is invalid: {exc}"
+        return (
+            Reason.POLICY_INVALID.value,
+            f"TierPolicy {obs.policy_name!r} is invalid: {validation_message(exc)}",
+        )
 
 
 def _verdict_status(
@@ -399,9 +414,10 @@ def decide(obs: Observed, settings: JobSettings, *, queue_cap_applies: bool = Tr
     try:
         spec = QualificationSpec.model_validate(obs.spec)
     except ValidationError as exc:
-        status = _failed(obs, Reason.SPEC_INVALID.value, f"the spec is invalid: {exc}")
+        words = validation_message(exc)
+        status = _failed(obs, Reason.SPEC_INVALID.value, f"the spec is invalid: {words}")
         return Decision(
-            {**base, **status}, events=[("Warning", Reason.SPEC_INVALID.value, _clip(str(exc)))]
+            {**base, **status}, events=[("Warning", Reason.SPEC_INVALID.value, _clip(words))]
         )
     try:
         parse_duration(spec.reverify_after)
@@ -423,13 +439,23 @@ def decide(obs: Observed, settings: JobSettings, *, queue_cap_applies: bool = Tr
     attempt = int(st.get("attempt") or 0) if same_gen else 0
     reruns = int(st.get("reruns") or 0) if same_gen else 0
     phase = st.get("phase")
+    if not policy.applies_to(obs.namespace) and not (same_gen and phase == Phase.FAILED.value):
+        return _blocked_decision(
+            obs,
+            {**base, "attempt": attempt, "reruns": reruns},
+            Reason.POLICY_NOT_ALLOWED,
+            f"TierPolicy {obs.policy_name!r} prices only namespaces "
+            f"{', '.join(policy.allowed_namespaces)} (spec.allowedNamespaces), not "
+            f"{obs.namespace!r}; name another policy in spec.policyRef",
+        )
 
     # A verdict stands for this generation: re-evaluate on a policy change, rerun when due.
     if same_gen and phase == Phase.SUCCEEDED.value and st.get("result"):
         pol = st.get("policy") or {}
         gen = int((obs.policy or {}).get("metadata", {}).get("generation", 0))
         expires = parse_iso(st.get("expiresAt"))
-        if expires is not None and obs.now >= expires:
+        unbound = not _bound_result(st["result"])
+        if unbound or (expires is not None and obs.now >= expires):
             attempt += 1
             base.update({"attempt": attempt, "reruns": 0})
             return _start(
@@ -440,7 +466,10 @@ def decide(obs: Observed, settings: JobSettings, *, queue_cap_applies: bool = Tr
                 base,
                 queue_cap_applies,
                 Reason.REVERIFY,
-                "the qualification expired; a fresh run is due",
+                "the verdict was measured before results were bound to their Job; a fresh run "
+                "is due"
+                if unbound
+                else "the qualification expired; a fresh run is due",
                 floors=policy.work_done.floors(),
                 policy_access=policy.endpoint_access,
             )
@@ -631,7 +660,14 @@ def job_refused(obs: Observed, decision: Decision, status_code: int, message: st
     as specified (or the operator may not create it), so it ends Failed with the apiserver's
     words, instead of a retry every minute with no status."""
     if status_code == 403 and TERMINATING_HINT in message:
-        return Decision(dict(obs.status), requeue_after_s=None)
+        where = (decision.job or {}).get("metadata", {}).get("namespace", "")
+        text = f"the benchmark namespace {where!r} is being deleted: {message}"
+        base = {
+            k: v
+            for k, v in decision.status.items()
+            if k in ("observedGeneration", "attempt", "reruns")
+        }
+        return _blocked_decision(obs, base, Reason.BENCHMARK_NAMESPACE_MISSING, text)
     if status_code == 403 and QUOTA_HINT in message:
         return _quota_wait(obs, decision, message)
     name = (decision.job or {}).get("metadata", {}).get("name", "the benchmark Job")
@@ -721,6 +757,20 @@ def _blocked_decision(
     )
 
 
+def installation_fault(obs: Observed, namespace: str, message: str) -> Decision:
+    """The operator may not read or write what it needs in the benchmark namespace (its Role
+    is missing or narrower than the chart's): Pending and Stalled, nothing withdrawn."""
+    decision = _blocked_decision(
+        obs,
+        {"observedGeneration": obs.generation},
+        Reason.BENCHMARK_NAMESPACE_FORBIDDEN,
+        f"the operator may not work in the benchmark namespace {namespace!r} ({message}); "
+        "its Role there is missing or incomplete (docs/operations.md, 'Permissions')",
+    )
+    decision.status = {k: v for k, v in decision.status.items() if k not in CLEARED_VERDICT}
+    return decision
+
+
 def _until(now: dt.datetime, when: dt.datetime | None) -> float | None:
     if when is None:
         return None
@@ -770,6 +820,7 @@ def _start(
         nonce=obs.nonce,
         attempt=attempt,
         floors=floors,
+        endpoint_access=policy_access,
     )
     name = manifest["metadata"]["name"]
     message = f"Job {name} created" + (f" ({why})" if why else "")

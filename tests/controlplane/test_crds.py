@@ -1059,6 +1059,21 @@ def test_an_ordered_tier_policy_is_accepted(crds: Cluster, tiers: list[dict[str,
     assert tier_order_problems([Tier.model_validate(t) for t in tiers]) == []
 
 
+def test_allowed_namespaces_must_be_namespace_names(crds: Cluster) -> None:
+    custom = client.CustomObjectsApi(crds.api)
+    good = _tier_policy([tier("only", 1, 0)], allowedNamespaces=["team-a", "team-b"])
+    created: dict[str, Any] = custom.create_cluster_custom_object(
+        GROUP, VERSION, "tierpolicies", good, dry_run="All"
+    )
+    assert created["spec"]["allowedNamespaces"] == ["team-a", "team-b"]
+    bad = _tier_policy([tier("only", 1, 0)], allowedNamespaces=["Team A"])
+    with pytest.raises(ApiException) as exc:
+        custom.create_cluster_custom_object(GROUP, VERSION, "tierpolicies", bad, dry_run="All")
+    text = _rejection(exc.value)
+    assert "allowedNamespaces entries must be namespace names" in text
+    assert 'got "Team A"' in text
+
+
 def test_endpoint_access_is_stored_as_given(crds: Cluster) -> None:
     custom = client.CustomObjectsApi(crds.api)
     body = _tier_policy([tier("only", 1, 0)], endpointAccess={"allowLinkLocal": True})

@@ -131,6 +131,52 @@ def test_openai_backend_errors_are_typed(engine: str) -> None:
         open_backend(BackendOptions(kind="openai", model="m"))
 
 
+def test_an_engines_error_body_stays_in_the_log_not_in_the_message(engine: str) -> None:
+    # The message reaches the tenant's status: what an internal server answers must not.
+    b = open_backend(BackendOptions(kind="openai", model="other-model", endpoint=engine))
+    b.load()
+    with pytest.raises(BackendError) as err:
+        b.generate(["hi"], PARAMS, _clock)
+    b.close()
+    assert str(err.value) == "completion request failed: HTTP 404"
+    dead = open_backend(BackendOptions(kind="openai", model="m", endpoint="http://127.0.0.1:9"))
+    with pytest.raises(BackendError) as err:
+        dead.load()
+    assert str(err.value) == "inference endpoint http://127.0.0.1:9 is unreachable"
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "access", "refused_as"),
+    [
+        ("http://127.0.0.1:9", frozenset(), "cluster-internal"),
+        ("http://localhost:9", frozenset(), "cluster-internal"),  # a name: resolved, then judged
+        ("http://169.254.169.254", frozenset({"cluster-internal"}), "link-local"),
+        ("http://[::ffff:10.0.0.1]:9", frozenset({"link-local"}), "cluster-internal"),
+    ],
+)
+def test_an_endpoint_resolving_where_the_policy_forbids_is_refused_before_any_request(
+    endpoint: str, access: frozenset[str], refused_as: str
+) -> None:
+    b = open_backend(
+        BackendOptions(kind="openai", model="m", endpoint=endpoint, endpoint_access=access)
+    )
+    with pytest.raises(BadInputError, match=f"resolves to a {refused_as} address"):
+        b.load()
+
+
+def test_an_allowed_internal_endpoint_is_called(engine: str) -> None:
+    b = open_backend(
+        BackendOptions(
+            kind="openai",
+            model="fake-model",
+            endpoint=engine,
+            endpoint_access=frozenset({"cluster-internal"}),
+        )
+    )
+    b.load()
+    b.close()
+
+
 def test_end_to_end_against_an_engine_over_http(engine: str, tmp_path: Path) -> None:
     from modelgrid_bench.cli import main
 

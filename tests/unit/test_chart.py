@@ -511,14 +511,24 @@ def test_the_network_policy_isolates_the_benchmark_pods(helm: Path) -> None:
     assert spec["podSelector"] == {"matchLabels": {"app.kubernetes.io/name": "modelgrid-benchmark"}}
     assert spec["policyTypes"] == ["Ingress", "Egress"]
     assert "ingress" not in spec  # no connection in
-    dns = {"ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]}
+    kube_dns = {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+        "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+    }
+    dns = {
+        "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
+        "to": [kube_dns],  # DNS only at kube-dns: port 53 is no way to any other host
+    }
+    private_v4 = ["169.254.0.0/16", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"]
     rest = {
         "to": [
-            {"ipBlock": {"cidr": "0.0.0.0/0", "except": ["169.254.0.0/16"]}},
-            {"ipBlock": {"cidr": "::/0", "except": ["fe80::/10"]}},
+            {"ipBlock": {"cidr": "0.0.0.0/0", "except": [*private_v4, "100.64.0.0/10"]}},
+            {"ipBlock": {"cidr": "::/0", "except": ["fe80::/10", "fc00::/7"]}},
         ]
     }
     assert spec["egress"] == [dns, rest]
+    anywhere = one(render(helm, "--set-json", "benchmark.networkPolicy.dnsTo=[]"), "NetworkPolicy")
+    assert "to" not in anywhere["spec"]["egress"][0]
 
 
 def test_the_network_policy_sorts_the_denied_cidrs_by_family(helm: Path) -> None:

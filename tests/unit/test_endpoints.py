@@ -40,6 +40,19 @@ from modelgrid_operator.endpoints import Target, classify, endpoint_refusal
         ("http://0.0.0.0:8000", Target.CLUSTER_INTERNAL),
         ("http://[fd00::1]/", Target.CLUSTER_INTERNAL),
         ("http://gpu-box.internal:8000", Target.CLUSTER_INTERNAL),
+        # names the pod's search path takes into the cluster
+        ("http://vllm.team-b:8000/v1", Target.CLUSTER_INTERNAL),  # <service>.<namespace>
+        ("http://10-0-0-1.default.pod/", Target.CLUSTER_INTERNAL),
+        ("http://kube-dns.kube-system/", Target.CLUSTER_INTERNAL),
+        ("http://vllm.ns.svc.corp.example/", Target.PUBLIC),  # by shape; resolved by the pod
+        ("http://api.xn--p1ai/", Target.PUBLIC),  # an IDN top-level domain
+        # IPv4 inside IPv6, and addresses no public service has
+        ("http://[64:ff9b::a9fe:a9fe]/", Target.LINK_LOCAL),  # NAT64
+        ("http://[2002:a9fe:a9fe::]/", Target.LINK_LOCAL),  # 6to4
+        ("http://[::a9fe:a9fe]/", Target.LINK_LOCAL),  # IPv4-compatible
+        ("http://[64:ff9b::a00:1]/", Target.CLUSTER_INTERNAL),  # NAT64 of 10.0.0.1
+        ("http://240.0.0.1/", Target.CLUSTER_INTERNAL),  # reserved
+        ("http://224.0.0.1/", Target.CLUSTER_INTERNAL),  # multicast
     ],
 )
 def test_hosts_are_classified_by_what_they_reach(url: str, want: Target) -> None:

@@ -98,5 +98,49 @@ def test_deleting_a_qualification_deletes_its_jobs() -> None:
     kube, r = _world(_qualification("team-a", "q", "uid-a"), _qualification("team-b", "q", "uid-b"))
     r.reconcile("team-a", "q")
     r.reconcile("team-b", "q")
-    r.delete_jobs_of("uid-a")
+    r.delete_jobs_of("team-a", "q", "uid-a")
     assert [qualification_of(j) for j in kube.jobs.values()] == [("team-b", "q", "uid-b")]
+
+
+def test_a_forbidden_benchmark_namespace_is_reported_not_raised() -> None:
+    kube, r = _world(_qualification("team-a", "q", "uid-a"), _qualification("team-a", "done", "u2"))
+    r.reconcile("team-a", "done")
+    kube.qualifications[("team-a", "done")]["status"] = {
+        "phase": "Succeeded",
+        "tier": {"number": 1},
+    }
+    kube.denied = True
+    kube.events.clear()
+    assert r.reconcile("team-a", "q") == 60.0  # no exception: the operator keeps serving
+    st = kube.qualifications[("team-a", "q")]["status"]
+    assert st["phase"] == "Pending"
+    stalled = next(c for c in st["conditions"] if c["type"] == "Stalled")
+    assert (stalled["status"], stalled["reason"]) == ("True", "BenchmarkNamespaceForbidden")
+    assert "jobs.batch is forbidden" in stalled["message"]
+    assert [(e[1], e[2]) for e in kube.events] == [("Warning", "BenchmarkNamespaceForbidden")]
+    kube.events.clear()
+    r.reconcile("team-a", "q")
+    assert kube.events == []  # said once
+    assert kube.qualifications[("team-a", "q")]["status"]["phase"] == "Pending"
+    r.reconcile("team-a", "done")  # a standing verdict is left as it is
+    assert kube.qualifications[("team-a", "done")]["status"] == {
+        "phase": "Succeeded",
+        "tier": {"number": 1},
+    }
+    kube.denied = False
+    r.reconcile("team-a", "q")
+    assert kube.qualifications[("team-a", "q")]["status"]["phase"] == "Scheduling"
+
+
+def test_a_rerun_checks_the_model_volume_again() -> None:
+    source = {"pvc": {"claimName": "llama", "path": "/w"}}
+    kube, r = _world(_qualification("team-a", "q", "uid-a", source))
+    kube.pvcs[(BENCH_NS, "llama")] = {
+        "metadata": {"name": "llama", "annotations": {"modelgrid.firmus.ai/shared-with": "*"}}
+    }
+    r.reconcile("team-a", "q")
+    (job,) = kube.jobs.values()
+    job["status"] = {"conditions": [{"type": "Complete", "status": "True"}]}
+    kube.pvc_reads.clear()
+    r.reconcile("team-a", "q")  # finished: the next attempt may need the volume
+    assert kube.pvc_reads == [(BENCH_NS, "llama")]

@@ -11,7 +11,7 @@ import pytest
 from modelgrid_bench.cli import _normalise_argv, _parser
 from modelgrid_contract.reasons import ExitCode
 from modelgrid_contract.workload import Workload as BenchWorkload
-from modelgrid_operator.api import QualificationSpec
+from modelgrid_operator.api import EndpointAccess, QualificationSpec
 from modelgrid_operator.jobs import JobSettings, build_job, job_name, job_nonce, qualification_of
 from modelgrid_operator.verdict import workload_digest
 
@@ -436,6 +436,31 @@ def test_an_endpoint_runs_the_openai_backend_against_its_url() -> None:
     )
     args = container(make_job(spec))["args"]
     assert flag(args, "--model") == "served-name"  # servedModel defaults to the model's name
+
+
+@pytest.mark.parametrize(
+    ("access", "words"),
+    [
+        ({}, "none"),
+        ({"allowClusterInternal": True}, "cluster-internal"),
+        ({"allowClusterInternal": True, "allowLinkLocal": True}, "cluster-internal,link-local"),
+    ],
+)
+def test_the_benchmark_checks_resolved_addresses_under_the_policys_endpoint_access(
+    access: dict[str, bool], words: str
+) -> None:
+    job = build_job(
+        name=NAME,
+        namespace=NS,
+        uid=UID,
+        generation=1,
+        spec=make_spec("endpoint"),
+        settings=JobSettings(),
+        nonce=NONCE,
+        endpoint_access=EndpointAccess.model_validate(access),
+    )
+    assert flag(container(job)["args"], "--endpoint-access") == words
+    assert parse_cli(job).endpoint_access == words
 
 
 def test_the_expected_gpu_and_sampling_interval_are_passed() -> None:

@@ -173,6 +173,15 @@ def cond(status: dict[str, Any], ctype: str) -> dict[str, Any]:
     return c  # type: ignore[no-any-return]
 
 
+def stalled_in(d: Decision, phase: str, reason: str) -> dict[str, Any]:
+    """The Stalled condition of a decision that stops in `phase` for `reason`, no Job made."""
+    assert d.action is ActionKind.NONE
+    assert d.status["phase"] == phase
+    stalled = cond(d.status, "Stalled")
+    assert (stalled["status"], stalled["reason"]) == ("True", reason)
+    return stalled
+
+
 def assert_kstatus(status: dict[str, Any], ready: str, reconciling: str, stalled: str) -> None:
     got = tuple(cond(status, t)["status"] for t in ("Ready", "Reconciling", "Stalled"))
     assert got == (ready, reconciling, stalled)
@@ -894,10 +903,14 @@ def test_an_invalid_policy_or_spec_stalls_without_creating_a_job() -> None:
     assert d.action is ActionKind.NONE
     assert cond(d.status, "Stalled")["reason"] == "PolicyInvalid"
     bad = spec_dict(hardware={"gpuProduct": "NVIDIA-H200", "gpuCount": 9})
-    d = decide(observe(spec=bad), SETTINGS)
-    assert d.action is ActionKind.NONE
-    assert d.status["phase"] == "Failed"
-    assert cond(d.status, "Stalled")["reason"] == "SpecInvalid"
+    stalled = stalled_in(decide(observe(spec=bad), SETTINGS), "Failed", "SpecInvalid")
+    # in a person's words: the field and what is wrong, no pydantic link or input echo
+    assert "hardware.gpuCount: Input should be less than or equal to 8" in stalled["message"]
+    assert "errors.pydantic.dev" not in stalled["message"]
+    assert "input_value" not in stalled["message"]
+    policy_msg = cond(decide(observe(tier_policy=policy(tiers=[])), SETTINGS).status, "Stalled")
+    assert "errors.pydantic.dev" not in policy_msg["message"]
+    assert "tiers: " in policy_msg["message"]
 
 
 def test_a_verdict_stands_until_it_expires() -> None:
@@ -980,6 +993,20 @@ def test_an_expired_verdict_starts_a_fresh_attempt() -> None:
     # a second before expiry nothing happens
     early = decide(observe(status=status, now=expires - dt.timedelta(seconds=1)), SETTINGS)
     assert early.action is ActionKind.NONE
+
+
+def test_a_verdict_stored_before_results_were_bound_is_measured_again_not_repriced() -> None:
+    _, status = completed(real_result())
+    stored = json.loads(status["result"])
+    del stored["job_nonce"]  # what an operator before the nonce stored
+    old = {**status, "result": json.dumps(stored)}
+    for tier_policy in (MODEL_CARD, policy(2)):  # standing, and under a changed policy
+        d = decide(observe(status=old, tier_policy=tier_policy), SETTINGS)
+        assert d.action is ActionKind.CREATE_JOB
+        assert d.status["attempt"] == 1
+        assert d.status["tier"] is None  # the unbound price is withdrawn while it runs
+        assert [(t, r) for t, r, _ in d.events] == [("Normal", "ReverifyDue")]
+        assert "before results were bound" in d.events[0][2]
 
 
 # --------------------------------------------------------------------------- a spec change
@@ -1163,14 +1190,24 @@ def test_a_job_the_apiserver_refuses_ends_failed_with_its_words() -> None:
     assert refused.action is ActionKind.NONE
 
 
-def test_a_terminating_namespace_is_left_alone() -> None:
+def test_a_terminating_benchmark_namespace_stalls_with_its_cause() -> None:
+    # Jobs go to the benchmark namespace: a tenant namespace being deleted takes its
+    # qualifications with it, so a namespace "being terminated" here is the operator's own.
     obs = observe()
     d = decide(obs, SETTINGS)
     gone = job_refused(
-        obs, d, 403, "unable to create new content in namespace t because it is being terminated"
+        obs,
+        d,
+        403,
+        "unable to create new content in namespace modelgrid-benchmarks because it is being "
+        "terminated",
     )
-    assert gone.events == []
     assert gone.action is ActionKind.NONE
+    assert gone.status["phase"] == "Pending"
+    stalled = cond(gone.status, "Stalled")
+    assert stalled["reason"] == "BenchmarkNamespaceMissing"
+    assert "is being deleted" in stalled["message"]
+    assert [(t, r) for t, r, _ in gone.events] == [("Warning", "BenchmarkNamespaceMissing")]
 
 
 @pytest.mark.parametrize("value", ["0h", "0d", "1827d", "99999999999999d", "43825h"])
@@ -1417,3 +1454,22 @@ def test_a_job_refused_by_the_benchmark_namespaces_quota_waits_queued() -> None:
     assert [(t, r) for t, r, _ in waiting.events] == [("Normal", "Queued")]
     again = job_refused(observe(status=merged({}, waiting)), d, 403, message)
     assert again.events == []
+
+
+def test_a_policy_for_other_namespaces_prices_nothing_here() -> None:
+    only_b = policy(2, allowedNamespaces=["team-b"])
+    d = decide(observe(tier_policy=only_b), SETTINGS)
+    stalled = stalled_in(d, "Pending", "PolicyNotAllowed")
+    assert "team-b" in stalled["message"]
+    assert "'team-a'" in stalled["message"]
+    assert [(t, r) for t, r, _ in d.events] == [("Warning", "PolicyNotAllowed")]
+    # a verdict that stands under a policy that no longer names the namespace is withdrawn
+    _, status = completed(real_result())
+    assert status["tier"]["number"] == 1
+    withdrawn = decide(observe(status=status, tier_policy=only_b), SETTINGS)
+    assert withdrawn.status["tier"] is None
+    assert withdrawn.status["discountPercent"] is None
+    assert cond(withdrawn.status, "Stalled")["reason"] == "PolicyNotAllowed"
+    # naming the namespace lets it run
+    both = policy(3, allowedNamespaces=["team-a", "team-b"])
+    assert decide(observe(tier_policy=both), SETTINGS).action is ActionKind.CREATE_JOB

@@ -58,6 +58,9 @@ class BackendOptions:
     engine_extensions: bool = True
     synthetic_step_s: float = 0.002
     synthetic_prefill_s_per_token: float = 0.00002
+    #: Address classes besides public that an endpoint may resolve to ("cluster-internal",
+    #: "link-local"); None leaves it unchecked (a developer's local run).
+    endpoint_access: frozenset[str] | None = None
 
 
 def open_backend(opts: BackendOptions) -> Backend:
@@ -79,6 +82,9 @@ def open_backend(opts: BackendOptions) -> Backend:
                 "the openai backend needs --endpoint URL (e.g. http://127.0.0.1:8000)"
             )
         return OpenAIBackend(
-            opts.endpoint, opts.served_model or opts.model, extensions=opts.engine_extensions
+            opts.endpoint,
+            opts.served_model or opts.model,
+            extensions=opts.engine_extensions,
+            access=opts.endpoint_access,
         )
     raise BadInputError(f"unknown backend {opts.kind!r}: use transformers, openai or synthetic")
