@@ -479,3 +479,21 @@ def tier(
         if value is not None:
             out[key] = value
     return out
+
+
+def workload_flags(
+    samples: int, tokens: int, *, repeats: int = 1, warmup: int = 0, idle_baseline_s: float = 0.3
+) -> list[str]:
+    """The benchmark CLI's workload flags for a short, bounded run."""
+    return [
+        "--samples",
+        str(samples),
+        "--tokens",
+        str(tokens),
+        "--repeats",
+        str(repeats),
+        "--warmup-samples",
+        str(warmup),
+        "--idle-baseline-s",
+        repr(idle_baseline_s),
+    ]

@@ -12,6 +12,7 @@ import argparse
 import logging
 import os
 import re
+import shlex
 import sys
 import time
 from collections.abc import Sequence
@@ -59,10 +60,24 @@ def _parser() -> argparse.ArgumentParser:
     m = run.add_argument_group("model and backend")
     m.add_argument("--model", default="", help="path, cached model id, or random:ARCH")
     m.add_argument(
-        "--backend", choices=("transformers", "openai", "synthetic"), default="transformers"
+        "--backend",
+        choices=("transformers", "server", "openai", "synthetic"),
+        default="transformers",
     )
     m.add_argument("--endpoint", help="OpenAI-compatible base URL (backend openai)")
     m.add_argument("--served-model", help="model name the endpoint serves (default: --model)")
+    m.add_argument(
+        "--engine-command",
+        help="backend server: the engine to start in this pod, one shell-quoted command line "
+        "(e.g. 'vllm serve /models/llama --port 8000')",
+    )
+    m.add_argument("--engine-port", type=int, default=8000, help="backend server: its port")
+    m.add_argument(
+        "--engine-startup-timeout-s",
+        type=float,
+        default=600.0,
+        help="backend server: how long it may take to become healthy",
+    )
     m.add_argument(
         "--endpoint-access",
         help="address classes besides public that --endpoint may resolve to, comma-separated: "
@@ -200,6 +215,15 @@ def _workload(args: argparse.Namespace) -> Workload:
         raise BadInputError(f"invalid workload: {field}: {err['msg']}") from exc
 
 
+def _engine_command(text: str | None) -> list[str]:
+    if not text:
+        return []
+    try:
+        return shlex.split(text)
+    except ValueError as exc:
+        raise BadInputError(f"--engine-command is not a valid command line: {exc}") from exc
+
+
 def _endpoint_access(text: str | None) -> frozenset[str] | None:
     if text is None:
         return None
@@ -283,6 +307,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
             model=args.model or "synthetic",
             endpoint=args.endpoint,
             endpoint_access=_endpoint_access(args.endpoint_access),
+            engine_command=tuple(_engine_command(args.engine_command)),
+            engine_port=args.engine_port,
+            engine_startup_timeout_s=args.engine_startup_timeout_s,
             served_model=args.served_model,
             device=args.device,
             dtype=args.dtype,

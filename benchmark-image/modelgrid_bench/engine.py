@@ -87,10 +87,14 @@ class EngineProcess:
             f"{self.startup_timeout_s:g} s{self._tail_text()}"
         )
 
-    def check_alive(self, when: str = "during the run") -> None:
-        """EngineError if the engine has exited."""
+    def check_alive(self, when: str = "during the run", *, grace_s: float = 0.0) -> None:
+        """EngineError if the engine has exited, or exits within `grace_s` (after a failed
+        request: a dying engine drops its connections a moment before its process ends)."""
         if self._proc is None:
             raise EngineError("the engine was not started")
+        if grace_s > 0:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._proc.wait(timeout=grace_s)
         code = self._proc.poll()
         if code is not None:
             if self._reader is not None:

@@ -153,7 +153,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    server = ThreadingHTTPServer((args.host, args.port), _handler(_State(args)))
+    try:
+        server = ThreadingHTTPServer((args.host, args.port), _handler(_State(args)))
+    except OSError as exc:
+        print(f"pacedserver: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return 2
     server.daemon_threads = True
     print(
         f"pacedserver: serving {args.model} on {args.host}:{server.server_address[1]} "

@@ -40,6 +40,7 @@ from modelgrid_bench.sources import LoadPhase, PowerSource
 from modelgrid_bench.workload import batches, prompts
 from modelgrid_contract.reasons import Reason
 from modelgrid_contract.result import (
+    ENGINE_IN_POD_BACKENDS,
     BenchmarkResult,
     Environment,
     GpuInfo,
@@ -53,7 +54,6 @@ log = logging.getLogger(__name__)
 
 TAIL_S = 0.35
 #: Backends whose engine runs inside the benchmark's own process, on the measured GPUs.
-ENGINE_IN_POD_BACKENDS = frozenset({"transformers"})
 
 
 @dataclass(frozen=True)

@@ -95,11 +95,28 @@ class Environment(_Strict):
     gpus: list[GpuInfo] = Field(default_factory=list)
 
 
+#: How the benchmark ran inference: in its own process (transformers), against an engine it
+#: started in its pod (server), against a server elsewhere (openai), or paced (synthetic).
+BackendKind = Literal["transformers", "server", "openai", "synthetic"]
+#: Backends whose engine runs in the benchmark pod, on the measured GPUs: their processes
+#: must be there during the runs (the work-done gate).
+ENGINE_IN_POD_BACKENDS = frozenset({"transformers", "server"})
+
+
+class EngineInfo(_Strict):
+    """The serving engine a `server` backend started in the pod, as it ran."""
+
+    command: list[str] = Field(max_length=64)
+    served_by: str = Field("", description="`owned_by` of the model in the engine's /v1/models")
+    startup_s: float = Field(ge=0)
+
+
 class BackendInfo(_Strict):
-    kind: Literal["transformers", "openai", "synthetic"]
+    kind: BackendKind
     model: str
     detail: str = ""
     simulated: bool
+    engine: EngineInfo | None = None
 
 
 class SamplerConfig(_Strict):
@@ -424,7 +441,7 @@ class CompactResult(_Strict):
     ok: bool
     simulated: bool
     source: PowerSourceKind
-    backend: Literal["transformers", "openai", "synthetic"]
+    backend: BackendKind
     model: str
     workload_digest: str
     node: str

@@ -24,6 +24,7 @@ from typing import Any
 from modelgrid_contract.reasons import Reason
 from modelgrid_contract.result import (
     ENERGY_DISCREPANCY_LIMIT_PCT,
+    ENGINE_IN_POD_BACKENDS,
     MAX_EXCLUDED_WINDOW_SHARE,
     MAX_MISSING_READING_SHARE,
     MIN_WINDOWS_FOR_TIER,
@@ -220,10 +221,6 @@ def _consistent(result: CompactResult) -> None:
             f"the {result.backend} engine runs in the benchmark pod, but the result does not "
             "expect its processes on the GPUs",
         )
-
-
-#: Backends whose engine runs in the benchmark's own process, on the measured GPUs.
-ENGINE_IN_POD_BACKENDS = frozenset({"transformers"})
 
 
 def _complete(result: CompactResult) -> None:

@@ -4,16 +4,22 @@ never becomes healthy, it serves fewer tokens than asked)."""
 
 from __future__ import annotations
 
+import json
 import socket
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from modelgrid_bench.backends.base import BackendOptions, GenerationParams, open_backend
 from modelgrid_bench.engine import EngineError, EngineProcess
 from modelgrid_bench.errors import BackendError
+from modelgrid_contract.reasons import ExitCode
+from modelgrid_contract.result import BenchFailure
+from tests import factory as f
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -104,7 +110,7 @@ def test_an_engine_that_crashes_mid_run_is_reported_with_its_last_lines(
         backend.generate(["a prompt"], PARAMS, _clock)
     backend.close()
     with pytest.raises(EngineError) as err:
-        engine.check_alive()
+        engine.check_alive(grace_s=30.0)
     assert "exited with code 70 during the run" in str(err.value)
     assert "simulated crash after 3 tokens" in str(err.value)
 
@@ -141,3 +147,89 @@ def test_a_command_that_cannot_start_is_an_engine_error() -> None:
     engine = EngineProcess(["/nonexistent/vllm"], "http://127.0.0.1:9/health", startup_timeout_s=1)
     with pytest.raises(EngineError, match="cannot start the engine"):
         engine.start()
+
+
+def _bench_with_engine(
+    tmp_path: Path, *flags: str
+) -> tuple[subprocess.CompletedProcess[str], Path]:
+    port = _port()
+    engine = f"{sys.executable} -m modelgrid_bench.pacedserver --port {port} --model tiny"
+    out = tmp_path / "ev"
+    term = tmp_path / "termination-log"
+    proc = f.bench_cli(
+        "run",
+        "--backend",
+        "server",
+        "--engine-command",
+        " ".join([engine, "--step-ms", "5", *flags]),
+        "--engine-port",
+        str(port),
+        "--engine-startup-timeout-s",
+        str(STARTUP_S),
+        "--model",
+        "tiny",
+        *f.workload_flags(2, 20),
+        "--termination-log",
+        str(term),
+        "--output-dir",
+        str(out),
+        "--power-source",
+        "replay:builtin:h200-decode",
+        "--log-level",
+        "WARNING",
+        timeout_s=STARTUP_S + 60,
+    )
+    return proc, term
+
+
+def test_the_benchmark_starts_the_engine_in_its_pod_and_records_it(tmp_path: Path) -> None:
+    proc, _ = _bench_with_engine(tmp_path)
+    assert proc.returncode in (0, 3), proc.stderr  # a refusal of so short a run is fine here
+    full = json.loads((tmp_path / "ev" / "result.json").read_text())
+    backend = full["backend"]
+    assert backend["kind"] == "server"
+    assert backend["simulated"] is True  # the paced server says it is simulated
+    assert backend["engine"]["served_by"] == "modelgrid-simulated"
+    assert backend["engine"]["command"][1:3] == ["-m", "modelgrid_bench.pacedserver"]
+    assert backend["engine"]["startup_s"] >= 0
+    assert full["simulated"] is True
+    assert sum(r["output_tokens"] for r in full["runs"]) == 2 * 20
+    compact = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert compact["backend"] == "server"
+
+
+def test_an_engine_crash_mid_run_fails_the_benchmark_with_its_last_lines(tmp_path: Path) -> None:
+    proc, term = _bench_with_engine(tmp_path, "--crash-after-tokens", "5")
+    assert proc.returncode == int(ExitCode.INTERNAL), proc.stderr
+    failure = BenchFailure.model_validate_json(term.read_text())
+    assert failure.reason == "BackendError"
+    assert "exited with code 70 during the run" in failure.message
+    assert "simulated crash after 5 tokens" in failure.message
+
+
+def test_an_engine_that_never_becomes_healthy_fails_the_benchmark(tmp_path: Path) -> None:
+    port = _port()
+    proc = f.bench_cli(
+        "run",
+        "--backend",
+        "server",
+        "--engine-command",
+        f"{sys.executable} -m modelgrid_bench.pacedserver --port {port} --never-healthy",
+        "--engine-port",
+        str(port),
+        "--engine-startup-timeout-s",
+        "2",
+        "--model",
+        "paced",
+        "--power-source",
+        "replay:builtin",
+        "--output-dir",
+        str(tmp_path / "ev"),
+        "--termination-log",
+        str(tmp_path / "term"),
+        timeout_s=120,
+    )
+    assert proc.returncode == int(ExitCode.INTERNAL), proc.stderr
+    failure = BenchFailure.model_validate_json((tmp_path / "term").read_text())
+    assert "was not healthy" in failure.message
+    assert "within 2 s" in failure.message

@@ -61,6 +61,10 @@ class BackendOptions:
     #: Address classes besides public that an endpoint may resolve to ("cluster-internal",
     #: "link-local"); None leaves it unchecked (a developer's local run).
     endpoint_access: frozenset[str] | None = None
+    #: The `server` backend's engine: its command line, port and start-up time.
+    engine_command: tuple[str, ...] = ()
+    engine_port: int = 8000
+    engine_startup_timeout_s: float = 600.0
 
 
 def open_backend(opts: BackendOptions) -> Backend:
@@ -87,4 +91,22 @@ def open_backend(opts: BackendOptions) -> Backend:
             extensions=opts.engine_extensions,
             access=opts.endpoint_access,
         )
-    raise BadInputError(f"unknown backend {opts.kind!r}: use transformers, openai or synthetic")
+    if opts.kind == "server":
+        from modelgrid_bench.backends.server import ServerBackend
+
+        if not opts.engine_command:
+            raise BadInputError("the server backend needs --engine-command (the engine to start)")
+        if not 1 <= opts.engine_port <= 65535 or opts.engine_startup_timeout_s <= 0:
+            raise BadInputError(
+                "--engine-port must be 1-65535 and --engine-startup-timeout-s positive"
+            )
+        return ServerBackend(
+            list(opts.engine_command),
+            port=opts.engine_port,
+            model=opts.served_model or opts.model,
+            startup_timeout_s=opts.engine_startup_timeout_s,
+            extensions=opts.engine_extensions,
+        )
+    raise BadInputError(
+        f"unknown backend {opts.kind!r}: use transformers, server, openai or synthetic"
+    )
