@@ -117,30 +117,23 @@ def namespace(cluster: Cluster) -> Iterator[str]:
         time.sleep(0.3)
 
 
+def _of_namespace(list_fn: Callable[..., Any], qualification_ns: str) -> list[Any]:
+    """What `list_fn` lists in the benchmark namespace for qualifications in
+    `qualification_ns` (nothing while that namespace does not exist yet)."""
+    with contextlib.suppress(ApiException):
+        selector = f"{_QUALIFICATION_NS}={qualification_ns}"
+        return list(list_fn(BENCHMARK_NAMESPACE, label_selector=selector).items)
+    return []
+
+
 def benchmark_jobs(api: client.ApiClient, qualification_ns: str) -> list[Any]:
     """Benchmark Jobs made for qualifications in `qualification_ns`."""
-    with contextlib.suppress(ApiException):
-        return list(
-            client.BatchV1Api(api)
-            .list_namespaced_job(
-                BENCHMARK_NAMESPACE, label_selector=f"{_QUALIFICATION_NS}={qualification_ns}"
-            )
-            .items
-        )
-    return []
+    return _of_namespace(client.BatchV1Api(api).list_namespaced_job, qualification_ns)
 
 
 def benchmark_pods(api: client.ApiClient, qualification_ns: str) -> list[Any]:
     """Benchmark pods made for qualifications in `qualification_ns`."""
-    with contextlib.suppress(ApiException):
-        return list(
-            client.CoreV1Api(api)
-            .list_namespaced_pod(
-                BENCHMARK_NAMESPACE, label_selector=f"{_QUALIFICATION_NS}={qualification_ns}"
-            )
-            .items
-        )
-    return []
+    return _of_namespace(client.CoreV1Api(api).list_namespaced_pod, qualification_ns)
 
 
 def wait_for(
