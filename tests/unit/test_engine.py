@@ -14,7 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from modelgrid_bench.backends.base import BackendOptions, GenerationParams, open_backend
+from modelgrid_bench.backends.base import (
+    Backend,
+    BackendOptions,
+    GenerationParams,
+    open_backend,
+)
 from modelgrid_bench.engine import EngineError, EngineProcess
 from modelgrid_bench.errors import BackendError
 from modelgrid_contract.reasons import ExitCode
@@ -64,6 +69,17 @@ def _clock() -> float:
     return time.monotonic()
 
 
+def _serving(stopped: list[EngineProcess], *flags: str) -> tuple[EngineProcess, Backend]:
+    """A paced engine started, healthy, and an OpenAI backend loaded against it."""
+    engine, base = _engine(*flags)
+    stopped.append(engine)
+    engine.start()
+    engine.wait_healthy()
+    backend = open_backend(BackendOptions(kind="openai", model="tiny", endpoint=base))
+    backend.load()
+    return engine, backend
+
+
 def test_the_engine_starts_serves_streams_and_stops(stopped: list[EngineProcess]) -> None:
     engine, base = _engine("--start-delay-s", "0.5")
     stopped.append(engine)
@@ -100,12 +116,7 @@ def test_an_engine_that_never_becomes_healthy_fails_within_its_startup_time(
 def test_an_engine_that_crashes_mid_run_is_reported_with_its_last_lines(
     stopped: list[EngineProcess],
 ) -> None:
-    engine, base = _engine("--crash-after-tokens", "3")
-    stopped.append(engine)
-    engine.start()
-    engine.wait_healthy()
-    backend = open_backend(BackendOptions(kind="openai", model="tiny", endpoint=base))
-    backend.load()
+    engine, backend = _serving(stopped, "--crash-after-tokens", "3")
     with pytest.raises(BackendError):
         backend.generate(["a prompt"], PARAMS, _clock)
     backend.close()
@@ -132,12 +143,7 @@ def test_an_engine_that_exits_at_start_says_so(stopped: list[EngineProcess]) -> 
 def test_an_engine_serving_fewer_tokens_than_asked_is_counted_honestly(
     stopped: list[EngineProcess],
 ) -> None:
-    engine, base = _engine("--short-by", "2")
-    stopped.append(engine)
-    engine.start()
-    engine.wait_healthy()
-    backend = open_backend(BackendOptions(kind="openai", model="tiny", endpoint=base))
-    backend.load()
+    _, backend = _serving(stopped, "--short-by", "2")
     timing = backend.generate(["a prompt"], PARAMS, _clock)
     backend.close()
     assert timing.output_tokens == [4]  # what it served, which the token_mismatch flag sees
