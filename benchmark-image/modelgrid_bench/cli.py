@@ -9,6 +9,7 @@ Exit codes (modelgrid_contract.reasons.ExitCode): 0 ok, 1 internal error, 2 bad 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import re
@@ -70,6 +71,22 @@ def _parser() -> argparse.ArgumentParser:
         "--engine-command",
         help="backend server: the engine to start in this pod, one shell-quoted command line "
         "(e.g. 'vllm serve /models/llama --port 8000')",
+    )
+    m.add_argument(
+        "--engine-command-json",
+        help="backend server: the custom engine's command as a JSON list of strings",
+    )
+    m.add_argument(
+        "--engine",
+        default="custom",
+        choices=("vllm", "sglang", "tgi", "custom"),
+        help="backend server: a preset engine whose command the benchmark builds, or custom",
+    )
+    m.add_argument(
+        "--engine-arg",
+        action="append",
+        default=[],
+        help="backend server: one extra engine argument (repeat; write --engine-arg=--flag)",
     )
     m.add_argument("--engine-port", type=int, default=8000, help="backend server: its port")
     m.add_argument(
@@ -215,7 +232,15 @@ def _workload(args: argparse.Namespace) -> Workload:
         raise BadInputError(f"invalid workload: {field}: {err['msg']}") from exc
 
 
-def _engine_command(text: str | None) -> list[str]:
+def _engine_command(text: str | None, as_json: str | None = None) -> list[str]:
+    if as_json is not None:
+        try:
+            command = json.loads(as_json)
+        except ValueError as exc:
+            raise BadInputError(f"--engine-command-json is not JSON: {exc}") from exc
+        if not (isinstance(command, list) and command and all(isinstance(c, str) for c in command)):
+            raise BadInputError("--engine-command-json must be a non-empty list of strings")
+        return command
     if not text:
         return []
     try:
@@ -286,7 +311,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
             "and 10000"
         ) from exc
     override = os.environ.get("MODELGRID_BACKEND_OVERRIDE", "")
-    if override:
+    # A server source starts its own engine (in the sandbox, the paced server): nothing to
+    # replace, and replacing it would skip the path under test.
+    if override and args.backend != "server":
         # A simulated node without the hardware for the declared model paces tokens instead;
         # the synthetic backend marks the result simulated, so this never passes for real.
         if override != "synthetic":
@@ -307,7 +334,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
             model=args.model or "synthetic",
             endpoint=args.endpoint,
             endpoint_access=_endpoint_access(args.endpoint_access),
-            engine_command=tuple(_engine_command(args.engine_command)),
+            engine_command=tuple(_engine_command(args.engine_command, args.engine_command_json)),
+            engine=args.engine,
+            engine_args=tuple(args.engine_arg),
+            engine_gpus=args.expect_gpu_count or 1,
             engine_port=args.engine_port,
             engine_startup_timeout_s=args.engine_startup_timeout_s,
             served_model=args.served_model,

@@ -16,13 +16,16 @@ import logging
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Sequence
 
 import httpx
 
-from modelgrid_bench.errors import BackendError
+from modelgrid_bench.errors import BackendError, BadInputError
+from modelgrid_contract.engines import EngineName, engine_arg_problems
+from modelgrid_contract.reasons import ExitCode, Reason
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +38,87 @@ STOP_GRACE_S = 10.0
 
 class EngineError(BackendError):
     """The engine could not start, never became healthy, or died: its last lines included."""
+
+    reason = Reason.ENGINE_CRASHED.value
+
+
+class EngineNotHealthyError(EngineError):
+    """The engine did not start or answer its health endpoint within its start-up time. Its
+    exit code is BAD_INPUT: a configuration that cannot start does not start on a retry, and
+    each retry would hold the GPUs for the whole start-up time again."""
+
+    reason = Reason.ENGINE_NOT_HEALTHY.value
+    exit_code = ExitCode.BAD_INPUT
+
+
+#: Where each engine says it is healthy, and where it tells its version (first that answers).
+HEALTH_PATH = "/health"
+VERSION_PATHS: dict[EngineName, tuple[str, ...]] = {
+    EngineName.VLLM: ("/version",),
+    EngineName.SGLANG: ("/get_server_info", "/version"),
+    EngineName.TGI: ("/info",),
+    EngineName.CUSTOM: ("/version", "/info", "/get_server_info"),
+}
+
+
+def preset_command(
+    engine: EngineName,
+    *,
+    model: str,
+    served_model: str,
+    port: int,
+    gpus: int,
+    args: Sequence[str] = (),
+    command: Sequence[str] = (),
+) -> list[str]:
+    """The engine's command line: the benchmark's own flags (model, loopback address, port,
+    served name, safetensors weights, one tensor-parallel shard per measured GPU unless the
+    arguments choose) and then the spec's extra `args`, which may not set the benchmark's.
+
+    A custom engine is its `command` and `args` as given; `python` there means this
+    interpreter (in an engine image they are the same one)."""
+    problems = engine_arg_problems(list(args))
+    if engine is not EngineName.CUSTOM and problems:
+        raise BadInputError(f"engine arguments refused: {'; '.join(problems)}")
+    given = {a.split("=", 1)[0] for a in args}
+    if engine is EngineName.VLLM:
+        cmd = ["vllm", "serve", model, "--host", "127.0.0.1", "--port", str(port)]
+        cmd += ["--served-model-name", served_model, "--load-format", "safetensors"]
+        if not given & {"--tensor-parallel-size", "-tp", "--pipeline-parallel-size"}:
+            cmd += ["--tensor-parallel-size", str(gpus)]
+    elif engine is EngineName.SGLANG:
+        cmd = ["python", "-m", "sglang.launch_server", "--model-path", model]
+        cmd += ["--host", "127.0.0.1", "--port", str(port), "--served-model-name", served_model]
+        cmd += ["--load-format", "safetensors"]
+        if not given & {"--tp-size", "--tp", "--tensor-parallel-size"}:
+            cmd += ["--tp-size", str(gpus)]
+    elif engine is EngineName.TGI:
+        cmd = ["text-generation-launcher", "--model-id", model]
+        cmd += ["--hostname", "127.0.0.1", "--port", str(port)]
+        if "--num-shard" not in given:
+            cmd += ["--num-shard", str(gpus)]
+    else:
+        if not command:
+            raise BadInputError("a custom engine needs its command")
+        cmd = list(command)
+    cmd += list(args)
+    if cmd[0] in ("python", "python3"):
+        cmd[0] = sys.executable
+    return cmd
+
+
+def engine_version(base_url: str, engine: EngineName) -> str:
+    """The version the running engine reports ("" when it tells none)."""
+    with httpx.Client(timeout=5.0) as client:
+        for path in VERSION_PATHS[engine]:
+            try:
+                data = client.get(f"{base_url}{path}").json()
+            except (httpx.HTTPError, ValueError):
+                continue
+            version = data.get("version") if isinstance(data, dict) else None
+            if isinstance(version, str) and version:
+                return version[:64]
+    return ""
 
 
 class EngineProcess:
@@ -65,7 +149,9 @@ class EngineProcess:
                 start_new_session=True,  # its own group: stop() reaches its workers too
             )
         except OSError as exc:
-            raise EngineError(f"cannot start the engine {self.command[0]!r}: {exc}") from exc
+            raise EngineNotHealthyError(
+                f"cannot start the engine {self.command[0]!r}: {exc}"
+            ) from exc
         self._reader = threading.Thread(target=self._read, name="engine-log", daemon=True)
         self._reader.start()
 
@@ -75,19 +161,21 @@ class EngineProcess:
         deadline = start + self.startup_timeout_s
         with httpx.Client(timeout=5.0) as client:
             while time.monotonic() < deadline:
-                self.check_alive("before it became healthy")
+                self.check_alive("before it became healthy", before_healthy=True)
                 try:
                     if client.get(self.health_url).status_code == 200:
                         return time.monotonic() - start
                 except httpx.HTTPError:
                     pass  # not listening yet
                 time.sleep(POLL_S)
-        raise EngineError(
+        raise EngineNotHealthyError(
             f"the engine was not healthy at {self.health_url} within "
             f"{self.startup_timeout_s:g} s{self._tail_text()}"
         )
 
-    def check_alive(self, when: str = "during the run", *, grace_s: float = 0.0) -> None:
+    def check_alive(
+        self, when: str = "during the run", *, grace_s: float = 0.0, before_healthy: bool = False
+    ) -> None:
         """EngineError if the engine has exited, or exits within `grace_s` (after a failed
         request: a dying engine drops its connections a moment before its process ends)."""
         if self._proc is None:
@@ -99,7 +187,8 @@ class EngineProcess:
         if code is not None:
             if self._reader is not None:
                 self._reader.join(timeout=2.0)  # its last words are still in the pipe
-            raise EngineError(f"the engine exited with code {code} {when}{self._tail_text()}")
+            error = EngineNotHealthyError if before_healthy else EngineError
+            raise error(f"the engine exited with code {code} {when}{self._tail_text()}")
 
     def stop(self) -> int | None:
         """Stop the engine (SIGTERM to its group, SIGKILL after a grace); its exit code."""

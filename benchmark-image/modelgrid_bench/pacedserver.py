@@ -23,6 +23,8 @@ from collections.abc import Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from modelgrid_bench import __version__
+
 #: What `/v1/models` says owns the model: the benchmark marks a result served by it simulated.
 SIMULATED_OWNER = "modelgrid-simulated"
 MAX_TOKENS = 1_000_000
@@ -36,8 +38,17 @@ class _State:
         self.crash_after: int | None = args.crash_after_tokens
         self.never_healthy: bool = args.never_healthy
         self.ready_at = time.monotonic() + args.start_delay_s
+        self.batch_cost: float = args.batch_cost_pct / 100.0
         self.tokens_served = 0
+        self.active = 0
         self.lock = threading.Lock()
+
+    def step_s_now(self) -> float:
+        """One decode step with `active` sequences in flight: each one more costs
+        `batch_cost` of a step (a batched engine's throughput grows less than linearly)."""
+        with self.lock:
+            others = max(self.active - 1, 0)
+        return self.step_s * (1.0 + self.batch_cost * others)
 
     def healthy(self) -> bool:
         return not self.never_healthy and time.monotonic() >= self.ready_at
@@ -75,6 +86,8 @@ def _handler(state: _State) -> type[BaseHTTPRequestHandler]:
                 self._json(503, {"error": "starting"})
             elif self.path == "/health":
                 self._json(200, {"status": "ok"})
+            elif self.path == "/version":
+                self._json(200, {"version": f"modelgrid-paced {__version__}"})
             elif self.path == "/v1/models":
                 models = [{"id": state.model, "object": "model", "owned_by": SIMULATED_OWNER}]
                 self._json(200, {"object": "list", "data": models})
@@ -106,11 +119,17 @@ def _handler(state: _State) -> type[BaseHTTPRequestHandler]:
             self.send_header("Content-Type", "text/event-stream")
             self.send_header("Transfer-Encoding", "chunked")
             self.end_headers()
-            for _ in range(given):
-                time.sleep(state.step_s)  # one decode step serves every prompt of the batch
-                for index in range(len(prompts)):
-                    state.count_token()
-                    self._event({"choices": [{"index": index, "text": " tok"}]})
+            with state.lock:
+                state.active += len(prompts)
+            try:
+                for _ in range(given):
+                    time.sleep(state.step_s_now())  # one decode step serves the whole batch
+                    for index in range(len(prompts)):
+                        state.count_token()
+                        self._event({"choices": [{"index": index, "text": " tok"}]})
+            finally:
+                with state.lock:
+                    state.active -= len(prompts)
             usage = {
                 "prompt_tokens": sum(max(1, len(str(p)) // 4) for p in prompts),
                 "completion_tokens": given * len(prompts),
@@ -142,14 +161,21 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--never-healthy", action="store_true", help="answer 503 for ever")
     p.add_argument("--crash-after-tokens", type=int, help="exit 70 after serving this many")
     p.add_argument("--short-by", type=int, default=0, help="serve this many tokens fewer")
+    p.add_argument(
+        "--batch-cost-pct",
+        type=float,
+        default=2.0,
+        help="a decode step grows by this share for every other sequence in flight",
+    )
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.step_ms < 0 or args.short_by < 0 or args.start_delay_s < 0:
+    if min(args.step_ms, args.short_by, args.start_delay_s, args.batch_cost_pct) < 0:
         print(
-            "pacedserver: error: --step-ms, --short-by and --start-delay-s must be >= 0",
+            "pacedserver: error: --step-ms, --short-by, --start-delay-s and --batch-cost-pct "
+            "must be >= 0",
             file=sys.stderr,
         )
         return 2

@@ -37,6 +37,12 @@ class Reason(StrEnum):
     INTERNAL_ERROR = "InternalError"
     DEVICE_ERROR = "DeviceError"
     BACKEND_ERROR = "BackendError"
+    #: the serving engine did not start or answer its health endpoint within its start-up time
+    ENGINE_NOT_HEALTHY = "EngineNotHealthy"
+    #: the serving engine exited while the benchmark drove it
+    ENGINE_CRASHED = "EngineCrashed"
+    #: the benchmark stopped reporting progress for longer than the operator allows
+    NO_PROGRESS = "NoProgress"
     # The termination message itself cannot be read.
     EMPTY_RESULT = "EmptyResult"
     OVERSIZED_RESULT = "OversizedResult"
@@ -52,7 +58,12 @@ class Reason(StrEnum):
     NO_TIER_METRIC = "NoTierMetric"
     NO_INTERVAL = "NoConfidenceInterval"
     DISQUALIFYING_FLAG = "DisqualifyingFlag"
+    #: served from outside the benchmark pod, where the policy requires the engine in it
+    ENGINE_IN_POD_REQUIRED = "EngineInPodRequired"
 
+
+#: Failures of the serving engine a `server` source starts: the qualification's reason.
+ENGINE_REASONS = frozenset({Reason.ENGINE_NOT_HEALTHY, Reason.ENGINE_CRASHED})
 
 #: Reasons a benchmark may put in a refusal (its exit code 3).
 REFUSAL_REASONS = frozenset(

@@ -106,7 +106,10 @@ ENGINE_IN_POD_BACKENDS = frozenset({"transformers", "server"})
 class EngineInfo(_Strict):
     """The serving engine a `server` backend started in the pod, as it ran."""
 
-    command: list[str] = Field(max_length=64)
+    name: str = Field("custom", max_length=16, description="vllm, sglang, tgi or custom")
+    version: str = Field("", max_length=64, description="What the engine reports ('' if none)")
+    command: list[str] = Field(max_length=96, description="Its whole command line")
+    args: list[str] = Field(default_factory=list, max_length=32, description="The spec's extras")
     served_by: str = Field("", description="`owned_by` of the model in the engine's /v1/models")
     startup_s: float = Field(ge=0)
 
@@ -382,6 +385,15 @@ class BenchmarkResult(_Strict):
 # --------------------------------------------------------------------------- compact form
 
 
+class CompactEngine(_Wire):
+    """The engine a `server` source started, as the operator records it in status."""
+
+    name: str = Field(max_length=16)
+    version: str = Field(max_length=64)
+    startup_s: Annotated[float, Field(ge=0)]
+    command_sha256: str = Field(pattern=r"^[0-9a-f]{16}$", description="Of the command line")
+
+
 class CompactGpu(_Wire):
     name: str
     count: int = Field(ge=0, le=64)
@@ -475,6 +487,7 @@ class CompactResult(_Strict):
     windows: CompactWindows | None = None
     evidence: EvidenceDigests | None = None
     job_nonce: JobNonce | None = None
+    engine: CompactEngine | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> CompactResult:
@@ -486,6 +499,8 @@ class CompactResult(_Strict):
             raise ValueError("a simulated result must carry the 'simulated' flag")
         if self.ok and self.refusal is not None:
             raise ValueError("a result cannot be both ok and refused")
+        if (self.engine is not None) != (self.backend == "server"):
+            raise ValueError("a result names its engine exactly when the backend is 'server'")
         return self
 
     @field_validator("power_cv", "power_cv_instant")

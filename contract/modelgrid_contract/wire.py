@@ -146,6 +146,20 @@ def _compact_dict(result: BenchmarkResult, level: int) -> dict[str, Any]:
         "windows": _windows(result),
         "evidence": result.evidence.model_dump() if result.evidence else None,
         "job_nonce": result.job_nonce,
+        "engine": _engine(result),
+    }
+
+
+def _engine(result: BenchmarkResult) -> dict[str, Any] | None:
+    e = result.backend.engine
+    if result.backend.kind != "server" or e is None:
+        return None
+    command = json.dumps(e.command, separators=(",", ":"), ensure_ascii=True)
+    return {
+        "name": _cut(e.name, 16),
+        "version": _cut(e.version, 64),
+        "startup_s": _round(e.startup_s, 4),
+        "command_sha256": hashlib.sha256(command.encode()).hexdigest()[:16],
     }
 
 

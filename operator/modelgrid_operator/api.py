@@ -16,6 +16,13 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from modelgrid_contract.engines import (
+    DEFAULT_ENGINE_PORT,
+    DEFAULT_STARTUP_TIMEOUT_S,
+    MAX_ENGINE_ARGS,
+    MAX_STARTUP_TIMEOUT_S,
+    EngineName,
+)
 from modelgrid_contract.reasons import Reason as WireReason
 from modelgrid_contract.result import Flag, WorkDoneFloors
 from modelgrid_contract.workload import Workload
@@ -62,11 +69,41 @@ class RandomWeightsSource(_Api):
     architecture: str
 
 
+class ServerWeights(_Api):
+    """Where a server source's engine reads the model: exactly one of pvc and cache."""
+
+    pvc: PvcSource | None = None
+    cache: CacheSource | None = None
+
+
+class ServerSource(_Api):
+    """A serving engine the benchmark starts in its own pod, on the GPUs it measures."""
+
+    engine: EngineName
+    model: ServerWeights = Field(default_factory=ServerWeights)
+    args: list[str] = Field(default_factory=list, max_length=MAX_ENGINE_ARGS)
+    command: list[str] = Field(default_factory=list, max_length=MAX_ENGINE_ARGS)
+    port: int = Field(DEFAULT_ENGINE_PORT, ge=1024, le=65535)
+    startup_timeout_seconds: int = Field(
+        DEFAULT_STARTUP_TIMEOUT_S, ge=10, le=MAX_STARTUP_TIMEOUT_S, alias="startupTimeoutSeconds"
+    )
+    served_model: str | None = Field(default=None, alias="servedModel")
+
+    def claim(self) -> str | None:
+        """The PersistentVolumeClaim the weights are read from."""
+        if self.model.pvc is not None:
+            return self.model.pvc.claim_name
+        if self.model.cache is not None:
+            return self.model.cache.claim_name
+        return None
+
+
 class ModelSource(_Api):
     pvc: PvcSource | None = None
     cache: CacheSource | None = None
     endpoint: EndpointSource | None = None
     random_weights: RandomWeightsSource | None = Field(default=None, alias="randomWeights")
+    server: ServerSource | None = None
 
 
 class Model(_Api):
@@ -236,10 +273,21 @@ DEFAULT_DISQUALIFYING_FLAGS = (
 
 
 class EndpointAccess(_Api):
-    """Which targets an `endpoint` model source may name, besides public hosts."""
+    """Whether an `endpoint` model source is accepted at all, and which targets it may name
+    besides public hosts."""
 
+    #: An endpoint serves from GPUs the benchmark cannot show are its own: its results are
+    #: accepted only where a policy says it takes unverified placement.
+    allow_unverified_placement: bool = Field(False, alias="allowUnverifiedPlacement")
     allow_cluster_internal: bool = Field(False, alias="allowClusterInternal")
     allow_link_local: bool = Field(False, alias="allowLinkLocal")
+
+
+class EngineAccess(_Api):
+    """Which engines a `server` model source may start (presets always; custom commands only
+    where the policy trusts them: a custom command runs in the benchmark's own container)."""
+
+    allow_custom_command: bool = Field(False, alias="allowCustomCommand")
 
 
 #: The messages of the CRD's rules on spec.tiers (crds/modelgrid.firmus.ai_tierpolicies.yaml),
@@ -390,6 +438,7 @@ class TierPolicySpec(_Api):
         max_length=16,
     )
     endpoint_access: EndpointAccess = Field(default_factory=EndpointAccess, alias="endpointAccess")
+    engine_access: EngineAccess = Field(default_factory=EngineAccess, alias="engineAccess")
     allowed_namespaces: list[str] = Field(
         default_factory=list, alias="allowedNamespaces", max_length=256
     )
@@ -479,3 +528,7 @@ class Reason(StrEnum):
     BENCHMARK_NAMESPACE_FORBIDDEN = "BenchmarkNamespaceForbidden"
     #: the TierPolicy names the namespaces it prices, and this one is not among them
     POLICY_NOT_ALLOWED = "PolicyNotAllowed"
+    #: a custom engine command the TierPolicy does not allow, or an engine with no image
+    ENGINE_NOT_ALLOWED = "EngineNotAllowed"
+    #: the benchmark reported no progress for longer than the operator allows
+    NO_PROGRESS = WireReason.NO_PROGRESS.value

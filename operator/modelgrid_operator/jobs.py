@@ -18,9 +18,16 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from modelgrid_contract.engines import EngineName
 from modelgrid_contract.reasons import ExitCode
 from modelgrid_contract.result import WorkDoneFloors
-from modelgrid_operator.api import GROUP, EndpointAccess, QualificationSpec
+from modelgrid_operator.api import (
+    GROUP,
+    CacheSource,
+    EndpointAccess,
+    PvcSource,
+    QualificationSpec,
+)
 from modelgrid_operator.verdict import bench_workload
 
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -45,6 +52,12 @@ KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 CONTAINER = "benchmark"
 RESULTS_DIR = "/results"
 MODEL_DIR = "/models"
+#: The benchmark's entrypoint, named in full for engine images (whose own entrypoint is the
+#: engine's).
+BENCH_COMMAND = ("python", "-m", "modelgrid_bench")
+#: Shared memory for an engine's tensor-parallel workers (NCCL), which a container's 64 MiB
+#: default cannot hold.
+ENGINE_SHM_LIMIT = "16Gi"
 
 
 #: Where benchmark Jobs run unless the chart names another namespace.
@@ -65,6 +78,20 @@ class JobSettings:
     memory_request: str = "16Gi"
     memory_limit: str = "64Gi"
     service_account: str | None = None
+    #: An image per serving engine (the engine with the benchmark installed, see
+    #: benchmark-image/engines/); "" leaves that engine unavailable. A custom engine runs in
+    #: the benchmark image unless one is named.
+    engine_images: tuple[tuple[str, str], ...] = (
+        ("vllm", "ghcr.io/firmus/modelgrid-bench-vllm:0.1.0"),
+        ("sglang", "ghcr.io/firmus/modelgrid-bench-sglang:0.1.0"),
+        ("tgi", "ghcr.io/firmus/modelgrid-bench-tgi:0.1.0"),
+        ("custom", ""),
+    )
+
+    def engine_image(self, engine: EngineName) -> str:
+        """The image a server source's pod runs for `engine` ("" when there is none)."""
+        image = dict(self.engine_images).get(engine.value, "")
+        return image or (self.image if engine is EngineName.CUSTOM else "")
 
 
 def job_name(name: str, uid: str, generation: int, attempt: int = 0) -> str:
@@ -95,11 +122,28 @@ def benchmark_args(
             "--model",
             f"random:{src.random_weights.architecture}",
         ]
-    elif src.pvc is not None:
-        path = f"{MODEL_DIR}/{src.pvc.path.strip('/')}".rstrip("/")
-        args += ["--backend", "transformers", "--model", path]
-    elif src.cache is not None:
-        args += ["--backend", "transformers", "--model", src.cache.model_id]
+    elif src.pvc is not None or src.cache is not None:
+        args += ["--backend", "transformers", "--model", _model_arg(src.pvc or src.cache)]
+    elif src.server is not None:
+        server = src.server
+        weights = server.model.pvc or server.model.cache
+        args += [
+            "--backend",
+            "server",
+            "--engine",
+            server.engine.value,
+            "--model",
+            _model_arg(weights) if weights is not None else spec.model.name,
+            "--served-model",
+            server.served_model or spec.model.name,
+            "--engine-port",
+            str(server.port),
+            "--engine-startup-timeout-s",
+            str(server.startup_timeout_seconds),
+        ]
+        if server.command:
+            args += ["--engine-command-json", json.dumps(server.command, separators=(",", ":"))]
+        args += [f"--engine-arg={a}" for a in server.args]
     elif src.endpoint is not None:
         args += [
             "--backend",
@@ -130,6 +174,23 @@ def benchmark_args(
     return args
 
 
+def _model_arg(weights: PvcSource | CacheSource | None) -> str:
+    """The model as the engine names it: a directory in the mounted claim, or a hub id that
+    the offline cache under HF_HOME resolves."""
+    if isinstance(weights, PvcSource):
+        return f"{MODEL_DIR}/{weights.path.strip('/')}".rstrip("/")
+    if isinstance(weights, CacheSource):
+        return weights.model_id
+    raise ValueError("the model source names no weights")
+
+
+def _weights(spec: QualificationSpec) -> PvcSource | CacheSource | None:
+    src = spec.model.source
+    if src.server is not None:
+        return src.server.model.pvc or src.server.model.cache
+    return src.pvc or src.cache
+
+
 def _access_words(access: EndpointAccess) -> str:
     words = [
         word
@@ -144,12 +205,8 @@ def _access_words(access: EndpointAccess) -> str:
 
 def model_claims(spec: QualificationSpec) -> list[str]:
     """The PersistentVolumeClaims (in the benchmark namespace) the model is read from."""
-    src = spec.model.source
-    if src.pvc is not None:
-        return [src.pvc.claim_name]
-    if src.cache is not None:
-        return [src.cache.claim_name]
-    return []
+    weights = _weights(spec)
+    return [weights.claim_name] if weights is not None else []
 
 
 def job_nonce(job: dict[str, Any]) -> str | None:
@@ -215,28 +272,32 @@ def build_job(
         {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
         {"name": "HOME", "value": "/tmp"},
     ]
-    src = spec.model.source
-    if src.pvc is not None:
+    weights = _weights(spec)
+    if weights is not None:
         volumes.append(
             {
                 "name": "model",
-                "persistentVolumeClaim": {"claimName": src.pvc.claim_name, "readOnly": True},
+                "persistentVolumeClaim": {"claimName": weights.claim_name, "readOnly": True},
             }
         )
         mounts.append({"name": "model", "mountPath": MODEL_DIR, "readOnly": True})
-    if src.cache is not None:
-        volumes.append(
-            {
-                "name": "model",
-                "persistentVolumeClaim": {"claimName": src.cache.claim_name, "readOnly": True},
-            }
-        )
-        mounts.append({"name": "model", "mountPath": MODEL_DIR, "readOnly": True})
+    if isinstance(weights, CacheSource):
         env.append({"name": "HF_HOME", "value": f"{MODEL_DIR}/hf"})
         env.append({"name": "HF_HUB_OFFLINE", "value": "1"})
-    container = {
+    server = spec.model.source.server
+    image = settings.image
+    if server is not None:
+        image = settings.engine_image(server.engine)
+        volumes.append(
+            {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": ENGINE_SHM_LIMIT}}
+        )
+        mounts.append({"name": "dshm", "mountPath": "/dev/shm"})
+        # the engine writes its compile caches under HOME (/tmp): the root filesystem is
+        # read-only
+        env.append({"name": "XDG_CACHE_HOME", "value": "/tmp/.cache"})
+    container: dict[str, Any] = {
         "name": CONTAINER,
-        "image": settings.image,
+        "image": image,
         "imagePullPolicy": settings.image_pull_policy,
         "args": benchmark_args(spec, floors, nonce, endpoint_access),
         "env": env,
@@ -260,6 +321,8 @@ def build_job(
             "seccompProfile": {"type": "RuntimeDefault"},
         },
     }
+    if server is not None:
+        container["command"] = list(BENCH_COMMAND)
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "nodeSelector": node_selector,

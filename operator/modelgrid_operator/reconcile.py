@@ -18,8 +18,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from modelgrid_contract.reasons import ExitCode
-from modelgrid_contract.result import SCHEMA_FAILURE, BenchFailure, WorkDoneFloors
+from modelgrid_contract.engines import EngineName, engine_arg_problems
+from modelgrid_contract.reasons import ENGINE_REASONS, ExitCode
+from modelgrid_contract.result import SCHEMA_FAILURE, BenchFailure
 from modelgrid_contract.wire import ResultRejected
 from modelgrid_operator.api import (
     ConditionType,
@@ -39,7 +40,7 @@ from modelgrid_operator.jobs import (
     job_nonce,
     model_claims,
 )
-from modelgrid_operator.verdict import evaluate, measured_status, validate_result
+from modelgrid_operator.verdict import engine_status, evaluate, measured_status, validate_result
 
 HISTORY_LIMIT = 10
 #: A new run (new generation, expiry, rerun) withdraws the previous verdict: a JSON merge
@@ -384,6 +385,7 @@ def _verdict_status(
             "node": result.node,
             "simulated": result.simulated,
             "source": result.source.value,
+            **({"engine": engine_status(result)} if result.engine is not None else {}),
         },
         "flags": v.flags,
         "history": history,
@@ -470,8 +472,7 @@ def decide(obs: Observed, settings: JobSettings, *, queue_cap_applies: bool = Tr
                 "is due"
                 if unbound
                 else "the qualification expired; a fresh run is due",
-                floors=policy.work_done.floors(),
-                policy_access=policy.endpoint_access,
+                policy=policy,
             )
         ready: dict[str, Any] = next(
             (c for c in st.get("conditions") or [] if c.get("type") == "Ready"), {}
@@ -512,8 +513,7 @@ def decide(obs: Observed, settings: JobSettings, *, queue_cap_applies: bool = Tr
             queue_cap_applies,
             Reason.CREATED,
             "",
-            floors=policy.work_done.floors(),
-            policy_access=policy.endpoint_access,
+            policy=policy,
         )
     base.update({"attempt": attempt, "jobName": job["metadata"]["name"], "reruns": reruns})
     decision = Decision(base, delete_jobs=list(obs.stale_jobs))
@@ -551,8 +551,7 @@ def decide(obs: Observed, settings: JobSettings, *, queue_cap_applies: bool = Tr
                 queue_cap_applies,
                 Reason.RERUN,
                 events[0][2],
-                floors=policy.work_done.floors(),
-                policy_access=policy.endpoint_access,
+                policy=policy,
             )
             d.events = events + d.events
             return d
@@ -570,6 +569,14 @@ def decide(obs: Observed, settings: JobSettings, *, queue_cap_applies: bool = Tr
                 message += f"; it was never scheduled: {_unschedulable(obs.pods)}"
         elif job_reason == "PodFailurePolicy" and bench and bench[0] == Reason.BAD_INPUT.value:
             reason, message = Reason.BAD_INPUT.value, f"the benchmark refused its input: {bench[1]}"
+        elif bench and bench[0] in ENGINE_REASONS:
+            # the engine's own failure says more than how often the Job tried
+            tries = (
+                ""
+                if job_reason == "PodFailurePolicy"
+                else (f" (the benchmark tried {settings.backoff_limit + 1} times)")
+            )
+            reason, message = bench[0], bench[1] + tries
         elif job_reason == "BackoffLimitExceeded":
             reason = Reason.BACKOFF_LIMIT.value
             message = f"the benchmark failed {settings.backoff_limit + 1} times"
@@ -711,19 +718,57 @@ def _volume_blocked(obs: Observed, spec: QualificationSpec) -> tuple[Reason, str
 
 
 def _endpoint_blocked(spec: QualificationSpec, access: EndpointAccess) -> tuple[Reason, str] | None:
-    """An endpoint the TierPolicy does not let the benchmark call."""
+    """An endpoint the TierPolicy does not accept (its placement on the measured GPUs cannot
+    be shown) or does not let the benchmark call."""
     endpoint = spec.model.source.endpoint
     if endpoint is None:
         return None
+    if not access.allow_unverified_placement:
+        return Reason.ENDPOINT_NOT_ALLOWED, (
+            "spec.model.source.endpoint serves the model from GPUs the benchmark cannot show are "
+            "the ones it measures, and the TierPolicy does not accept that "
+            "(spec.endpointAccess.allowUnverifiedPlacement); use spec.model.source.server, "
+            "which starts the engine in the benchmark pod"
+        )
     why = endpoint_refusal(endpoint.url, access)
     return (Reason.ENDPOINT_NOT_ALLOWED, why) if why else None
 
 
+def _engine_blocked(
+    spec: QualificationSpec, policy: TierPolicySpec, settings: JobSettings
+) -> tuple[Reason, str] | None:
+    """A server source the operator will not start: a custom command the TierPolicy does not
+    trust, arguments that set what the benchmark owns (a spec stored before the CRD's rules),
+    or an engine this installation has no image for."""
+    server = spec.model.source.server
+    if server is None:
+        return None
+    if server.engine is EngineName.CUSTOM and not policy.engine_access.allow_custom_command:
+        return Reason.ENGINE_NOT_ALLOWED, (
+            "spec.model.source.server.engine is custom: its command would run inside the "
+            "benchmark's container, and the TierPolicy does not allow that "
+            "(spec.engineAccess.allowCustomCommand); use a preset engine (vllm, sglang, tgi)"
+        )
+    problems = engine_arg_problems(server.args)
+    if problems:
+        return Reason.ENGINE_NOT_ALLOWED, "spec.model.source.server." + "; ".join(problems)
+    if not settings.engine_image(server.engine):
+        return Reason.ENGINE_NOT_ALLOWED, (
+            f"this installation has no image for engine {server.engine.value!r} (chart value "
+            f"benchmark.engineImages.{server.engine.value}); ask the platform team"
+        )
+    return None
+
+
 def _blocked(
-    obs: Observed, spec: QualificationSpec, access: EndpointAccess
+    obs: Observed, spec: QualificationSpec, policy: TierPolicySpec, settings: JobSettings
 ) -> tuple[Reason, str] | None:
     """What keeps a Job from being created now, though it may change without a new spec."""
-    return _volume_blocked(obs, spec) or _endpoint_blocked(spec, access)
+    return (
+        _volume_blocked(obs, spec)
+        or _endpoint_blocked(spec, policy.endpoint_access)
+        or _engine_blocked(spec, policy, settings)
+    )
 
 
 def _blocked_decision(
@@ -787,10 +832,9 @@ def _start(
     reason: Reason,
     why: str,
     *,
-    floors: WorkDoneFloors,
-    policy_access: EndpointAccess,
+    policy: TierPolicySpec,
 ) -> Decision:
-    blocked = _blocked(obs, spec, policy_access)
+    blocked = _blocked(obs, spec, policy, settings)
     if blocked is not None:
         return _blocked_decision(obs, base, *blocked)
     if queue_cap_applies and not spec.queue_name and obs.active_benchmarks >= obs.max_concurrent:
@@ -819,8 +863,8 @@ def _start(
         settings=settings,
         nonce=obs.nonce,
         attempt=attempt,
-        floors=floors,
-        endpoint_access=policy_access,
+        floors=policy.work_done.floors(),
+        endpoint_access=policy.endpoint_access,
     )
     name = manifest["metadata"]["name"]
     message = f"Job {name} created" + (f" ({why})" if why else "")

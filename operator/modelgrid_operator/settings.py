@@ -40,5 +40,9 @@ class Settings:
                 backoff_limit=_int("MODELGRID_BACKOFF_LIMIT", 2),
                 ttl_seconds_after_finished=_int("MODELGRID_JOB_TTL_SECONDS", 86400),
                 service_account=env.get("MODELGRID_BENCH_SERVICE_ACCOUNT") or None,
+                engine_images=tuple(
+                    (name, env.get(f"MODELGRID_ENGINE_IMAGE_{name.upper()}", default))
+                    for name, default in JobSettings.engine_images
+                ),
             ),
         )

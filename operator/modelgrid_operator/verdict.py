@@ -82,6 +82,8 @@ def validate_result(
     _simulated(result, policy)
     if check_identity:
         _identity(result, spec)
+        _served_as_declared(result, spec)
+    _placement(result, policy)
     _consistent(result)
     _complete(result)
     _plausible_interval(result)
@@ -151,6 +153,55 @@ def _identity(result: CompactResult, spec: QualificationSpec) -> None:
         raise ResultRejected(
             Reason.WORKLOAD_MISMATCH,
             f"the result is for workload {result.workload_digest}, not the declared {expected}",
+        )
+
+
+#: The backend each model source runs on; a result of another was not made for this spec.
+def _expected_backend(spec: QualificationSpec) -> str:
+    src = spec.model.source
+    if src.server is not None:
+        return "server"
+    if src.endpoint is not None:
+        return "openai"
+    return "transformers"
+
+
+def _served_as_declared(result: CompactResult, spec: QualificationSpec) -> None:
+    """The model ran the way the spec declared: in-process, through the declared engine in
+    the pod, or against the endpoint (a synthetic backend is the sandbox's stand-in and is
+    simulated, which the policy has already accepted or refused)."""
+    want = _expected_backend(spec)
+    if result.backend in ("synthetic", want):
+        server = spec.model.source.server
+        engine = result.engine
+        if (
+            server is not None
+            and result.backend == "server"
+            and (engine is None or engine.name != server.engine.value)
+        ):
+            got = engine.name if engine is not None else "none"
+            raise ResultRejected(
+                Reason.WORKLOAD_MISMATCH,
+                f"the result was served by engine {got!r}, not the declared "
+                f"{server.engine.value!r}",
+            )
+        return
+    raise ResultRejected(
+        Reason.WORKLOAD_MISMATCH,
+        f"the result was measured with backend {result.backend!r}, but the model source "
+        f"runs on {want!r}",
+    )
+
+
+def _placement(result: CompactResult, policy: TierPolicySpec) -> None:
+    """A result from an external endpoint: the work may have run on GPUs other than the
+    measured ones, so only a policy that accepts unverified placement prices it."""
+    if result.backend == "openai" and not policy.endpoint_access.allow_unverified_placement:
+        raise ResultRejected(
+            Reason.ENGINE_IN_POD_REQUIRED,
+            "the model was served by an external endpoint, whose placement on the measured "
+            "GPUs cannot be shown; the policy does not accept that "
+            "(spec.endpointAccess.allowUnverifiedPlacement): use spec.model.source.server",
         )
 
 
@@ -589,6 +640,18 @@ def evaluate(
 
 def _drop_none(d: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in d.items() if v is not None}
+
+
+def engine_status(result: CompactResult) -> dict[str, Any] | None:
+    """The serving engine as `status.environment.engine` shows it (None: no engine ran)."""
+    if result.engine is None:
+        return None
+    return {
+        "name": result.engine.name,
+        "version": result.engine.version,
+        "startupSeconds": result.engine.startup_s,
+        "commandSha256": result.engine.command_sha256,
+    }
 
 
 def measured_status(result: CompactResult) -> dict[str, Any]:

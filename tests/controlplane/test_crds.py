@@ -288,10 +288,27 @@ def test_a_policy_with_only_tiers_gets_every_default(crds: Cluster) -> None:
     assert spec["borderline"] == "WorseTier"
     assert spec["maxReruns"] == 1
     assert spec["allowSimulated"] is False
-    assert spec["endpointAccess"] == {"allowClusterInternal": False, "allowLinkLocal": False}
+    assert spec["endpointAccess"] == {
+        "allowUnverifiedPlacement": False,
+        "allowClusterInternal": False,
+        "allowLinkLocal": False,
+    }
+    assert spec["engineAccess"] == {"allowCustomCommand": False}
 
 
 # --------------------------------------------------------------------------- ModelQualification
+
+
+def test_a_server_source_is_accepted_with_its_defaults(crds: Cluster, namespace: str) -> None:
+    spec = _with("model.source", {"server": {**SERVER_VLLM, "args": ["--max-num-seqs", "64"]}})
+    mq = _create_mq(crds.api, namespace, _mq("served", spec))
+    assert mq["spec"]["model"]["source"]["server"] == {
+        "engine": "vllm",
+        "model": {"pvc": {"claimName": "models", "path": "/"}},
+        "args": ["--max-num-seqs", "64"],
+        "port": 8000,
+        "startupTimeoutSeconds": 900,
+    }
 
 
 def test_a_minimal_qualification_is_accepted_and_defaulted(crds: Cluster, namespace: str) -> None:
@@ -353,6 +370,8 @@ ENUM_MESSAGE = (
     '"tiny-llama", "llama-3.2-1b", "llama-3.1-8b", "llama-3.1-70b", "mistral-7b", "qwen2.5-7b"'
 )
 
+SERVER_VLLM: dict[str, Any] = {"engine": "vllm", "model": {"pvc": {"claimName": "models"}}}
+
 #: (id, spec, the field path the message is reported on, the exact human message)
 INVALID_SPECS: list[tuple[str, dict[str, Any], str, str]] = [
     (
@@ -365,14 +384,68 @@ INVALID_SPECS: list[tuple[str, dict[str, Any], str, str]] = [
         "two-sources",
         _with("model.source.endpoint", {"url": "http://127.0.0.1:8000"}),
         "spec.model.source",
-        "source must set exactly one of pvc, cache, endpoint or randomWeights"
+        "source must set exactly one of pvc, cache, server, endpoint or randomWeights"
         "; it sets endpoint randomWeights",
+    ),
+    (
+        "server-preset-without-model",
+        _with("model.source", {"server": {"engine": "vllm"}}),
+        "spec.model.source.server",
+        "server.model is required for a preset engine (vllm, sglang, tgi)",
+    ),
+    (
+        "server-custom-without-command",
+        _with("model.source", {"server": {"engine": "custom"}}),
+        "spec.model.source.server",
+        "server.command is required for engine custom and not allowed for a preset engine",
+    ),
+    (
+        "server-preset-with-command",
+        _with("model.source", {"server": {**SERVER_VLLM, "command": ["sh", "-c", "id"]}}),
+        "spec.model.source.server",
+        "server.command is required for engine custom and not allowed for a preset engine",
+    ),
+    (
+        "server-trust-remote-code",
+        _with("model.source", {"server": {**SERVER_VLLM, "args": ["--trust-remote-code"]}}),
+        "spec.model.source.server.args[0]",
+        "server.args must not set what the benchmark owns (the model, its address and name, "
+        'safetensors weights, no remote code); got "--trust-remote-code"',
+    ),
+    (
+        "server-load-format-pickle",
+        _with("model.source", {"server": {**SERVER_VLLM, "args": ["--ok", "--Load_Format=pt"]}}),
+        "spec.model.source.server.args[1]",
+        'got "--Load_Format=pt"',
+    ),
+    (
+        "server-two-weights",
+        _with(
+            "model.source",
+            {
+                "server": {
+                    "engine": "sglang",
+                    "model": {
+                        **SERVER_VLLM["model"],
+                        "cache": {"claimName": "c", "modelId": "a/b"},
+                    },
+                }
+            },
+        ),
+        "spec.model.source.server.model",
+        "server.model must set exactly one of pvc or cache",
+    ),
+    (
+        "server-low-port",
+        _with("model.source", {"server": {**SERVER_VLLM, "port": 80}}),
+        "spec.model.source.server.port",
+        "server.port must be between 1024 and 65535",
     ),
     (
         "empty-source",
         _with("model.source", {}),
         "spec.model.source",
-        "source must set exactly one of pvc, cache, endpoint or randomWeights; it sets none",
+        "source must set exactly one of pvc, cache, server, endpoint or randomWeights; it sets none",
     ),
     (
         "no-source",
@@ -1081,6 +1154,7 @@ def test_endpoint_access_is_stored_as_given(crds: Cluster) -> None:
         GROUP, VERSION, "tierpolicies", body, dry_run="All"
     )
     assert created["spec"]["endpointAccess"] == {
+        "allowUnverifiedPlacement": False,
         "allowClusterInternal": False,
         "allowLinkLocal": True,
     }

@@ -5,6 +5,7 @@ never becomes healthy, it serves fewer tokens than asked)."""
 from __future__ import annotations
 
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -20,8 +21,9 @@ from modelgrid_bench.backends.base import (
     GenerationParams,
     open_backend,
 )
-from modelgrid_bench.engine import EngineError, EngineProcess
-from modelgrid_bench.errors import BackendError
+from modelgrid_bench.engine import EngineError, EngineProcess, preset_command
+from modelgrid_bench.errors import BackendError, BadInputError
+from modelgrid_contract.engines import EngineName, engine_arg_problems, flag_name
 from modelgrid_contract.reasons import ExitCode
 from modelgrid_contract.result import BenchFailure
 from tests import factory as f
@@ -198,17 +200,22 @@ def test_the_benchmark_starts_the_engine_in_its_pod_and_records_it(tmp_path: Pat
     assert backend["engine"]["served_by"] == "modelgrid-simulated"
     assert backend["engine"]["command"][1:3] == ["-m", "modelgrid_bench.pacedserver"]
     assert backend["engine"]["startup_s"] >= 0
+    assert backend["engine"]["name"] == "custom"
+    assert backend["engine"]["version"] == "modelgrid-paced 0.1.0"  # from its /version
     assert full["simulated"] is True
     assert sum(r["output_tokens"] for r in full["runs"]) == 2 * 20
     compact = json.loads(proc.stdout.strip().splitlines()[-1])
     assert compact["backend"] == "server"
+    assert compact["engine"]["name"] == "custom"
+    assert compact["engine"]["version"] == "modelgrid-paced 0.1.0"
+    assert re.fullmatch(r"[0-9a-f]{16}", compact["engine"]["command_sha256"])
 
 
 def test_an_engine_crash_mid_run_fails_the_benchmark_with_its_last_lines(tmp_path: Path) -> None:
     proc, term = _bench_with_engine(tmp_path, "--crash-after-tokens", "5")
     assert proc.returncode == int(ExitCode.INTERNAL), proc.stderr
     failure = BenchFailure.model_validate_json(term.read_text())
-    assert failure.reason == "BackendError"
+    assert failure.reason == "EngineCrashed"
     assert "exited with code 70 during the run" in failure.message
     assert "simulated crash after 5 tokens" in failure.message
 
@@ -235,7 +242,104 @@ def test_an_engine_that_never_becomes_healthy_fails_the_benchmark(tmp_path: Path
         str(tmp_path / "term"),
         timeout_s=120,
     )
-    assert proc.returncode == int(ExitCode.INTERNAL), proc.stderr
+    # A configuration that cannot start fails at once: a retry would hold the GPUs as long.
+    assert proc.returncode == int(ExitCode.BAD_INPUT), proc.stderr
     failure = BenchFailure.model_validate_json((tmp_path / "term").read_text())
+    assert failure.reason == "EngineNotHealthy"
     assert "was not healthy" in failure.message
     assert "within 2 s" in failure.message
+
+
+# -- presets and the arguments a spec may add ---------------------------------------------
+
+
+def _preset(engine: EngineName, *args: str) -> list[str]:
+    return preset_command(
+        engine, model="/models/llama", served_model="llama", port=8123, gpus=8, args=args
+    )
+
+
+@pytest.mark.parametrize(
+    ("engine", "head", "shards"),
+    [
+        (EngineName.VLLM, ["vllm", "serve", "/models/llama"], ["--tensor-parallel-size", "8"]),
+        (EngineName.SGLANG, ["-m", "sglang.launch_server"], ["--tp-size", "8"]),
+        (EngineName.TGI, ["text-generation-launcher", "--model-id"], ["--num-shard", "8"]),
+    ],
+)
+def test_a_preset_listens_on_loopback_and_shards_over_every_measured_gpu(
+    engine: EngineName, head: list[str], shards: list[str]
+) -> None:
+    cmd = _preset(engine, "--max-num-seqs=64")
+    joined = " ".join(cmd)
+    assert " ".join(head) in joined
+    assert " ".join(shards) in joined  # its processes on every GPU the gate looks at
+    assert "127.0.0.1" in cmd
+    assert "8123" in cmd
+    assert cmd[-1] == "--max-num-seqs=64"  # the spec's extras come last, as given
+    if engine is not EngineName.TGI:  # TGI has no pickle loader to switch off
+        assert cmd[cmd.index("--load-format") + 1] == "safetensors"
+    assert "--trust-remote-code" not in cmd
+
+
+def test_a_spec_that_chooses_its_own_sharding_keeps_it() -> None:
+    cmd = _preset(EngineName.VLLM, "--tensor-parallel-size", "4")
+    assert cmd.count("--tensor-parallel-size") == 1
+    assert cmd[-2:] == ["--tensor-parallel-size", "4"]
+
+
+@pytest.mark.parametrize(
+    "arg",
+    [
+        "--trust-remote-code",
+        "--trust_remote_code",
+        "--Trust-Remote-Code=true",
+        "--load-format=pt",
+        "--port=9999",
+        "--host",
+        "--served-model-name=other",
+        "--model=/elsewhere",
+        "-port",
+    ],
+)
+def test_arguments_that_set_what_the_benchmark_owns_are_refused(arg: str) -> None:
+    problems = engine_arg_problems([arg])
+    assert problems
+    assert "which the benchmark owns" in problems[0]
+    with pytest.raises(BadInputError, match="engine arguments refused"):
+        _preset(EngineName.VLLM, arg)
+
+
+def test_bounds_and_unprintable_characters_are_refused_with_the_argument_named() -> None:
+    assert engine_arg_problems(["--ok"] * 33)[0].startswith("at most 32 engine arguments")
+    assert "args[1]" in engine_arg_problems(["--ok", "x" * 257])[0]
+    assert "control or bidirectional" in engine_arg_problems(["--a\u202eb"])[0]
+    assert engine_arg_problems(["--max-model-len", "8192", "--enable-prefix-caching"]) == []
+    assert flag_name("8192") is None
+    assert flag_name("--Max_Model_Len=1") == "max-model-len"
+
+
+def test_a_custom_engine_is_its_command_and_python_is_this_interpreter() -> None:
+    cmd = preset_command(
+        EngineName.CUSTOM,
+        model="m",
+        served_model="m",
+        port=1,
+        gpus=1,
+        command=["python", "-m", "modelgrid_bench.pacedserver"],
+        args=("--step-ms", "5"),
+    )
+    assert cmd == [sys.executable, "-m", "modelgrid_bench.pacedserver", "--step-ms", "5"]
+    with pytest.raises(BadInputError, match="needs its command"):
+        preset_command(EngineName.CUSTOM, model="m", served_model="m", port=1, gpus=1)
+
+
+def test_the_paced_server_batches_less_than_linearly(stopped: list[EngineProcess]) -> None:
+    """Each extra sequence in flight costs a share of a step, as a batched engine's does, so a
+    concurrency sweep against it shows an efficiency below 100 %. A lower bound only: sleeps
+    are never shorter than asked, however slow the machine."""
+    _, backend = _serving(stopped, "--batch-cost-pct", "20")
+    many = backend.generate(["a"] * 16, PARAMS, _clock)
+    backend.close()
+    step_s = 0.005 * (1 + 0.20 * 15)
+    assert many.end_s - many.start_s >= PARAMS.output_tokens * step_s

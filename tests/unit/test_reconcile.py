@@ -1406,22 +1406,48 @@ def test_a_model_volume_shared_with_the_namespace_starts_the_job(shared_with: st
 )
 def test_an_endpoint_inside_the_cluster_waits_for_a_policy_that_allows_it(url: str) -> None:
     spec = spec_dict(model={"name": "llama-8b", "source": {"endpoint": {"url": url}}})
-    d = decide(observe(spec=spec), SETTINGS)
+    unverified = policy(1, endpointAccess={"allowUnverifiedPlacement": True})
+    d = decide(observe(spec=spec, tier_policy=unverified), SETTINGS)
     assert d.job is None
     stalled = cond(d.status, "Stalled")
     assert stalled["reason"] == "EndpointNotAllowed"
     assert url in stalled["message"]
     assert "spec.endpointAccess" in stalled["message"]
-    allowing = policy(2, endpointAccess={"allowClusterInternal": True, "allowLinkLocal": True})
+    allowing = policy(
+        2,
+        endpointAccess={
+            "allowUnverifiedPlacement": True,
+            "allowClusterInternal": True,
+            "allowLinkLocal": True,
+        },
+    )
     ok = decide(observe(spec=spec, status=d.status, tier_policy=allowing), SETTINGS)
     assert ok.action is ActionKind.CREATE_JOB
 
 
-def test_a_public_endpoint_starts_the_job() -> None:
-    spec = spec_dict(
-        model={"name": "llama-8b", "source": {"endpoint": {"url": "https://api.example.com/v1"}}}
+PUBLIC_ENDPOINT = {
+    "name": "llama-8b",
+    "source": {"endpoint": {"url": "https://api.example.com/v1"}},
+}
+
+
+def test_a_public_endpoint_starts_the_job_where_the_policy_takes_unverified_placement() -> None:
+    spec = spec_dict(model=PUBLIC_ENDPOINT)
+    unverified = policy(1, endpointAccess={"allowUnverifiedPlacement": True})
+    assert decide(observe(spec=spec, tier_policy=unverified), SETTINGS).action is (
+        ActionKind.CREATE_JOB
     )
-    assert decide(observe(spec=spec), SETTINGS).action is ActionKind.CREATE_JOB
+
+
+def test_an_endpoint_waits_under_a_policy_that_wants_the_engine_in_the_pod() -> None:
+    """The shipped policies: an endpoint's GPUs are not the measured ones, as far as anyone can
+    show, so it is never started; the message points at the server source."""
+    d = decide(observe(spec=spec_dict(model=PUBLIC_ENDPOINT)), SETTINGS)
+    assert d.job is None
+    stalled = cond(d.status, "Stalled")
+    assert stalled["reason"] == "EndpointNotAllowed"
+    assert "allowUnverifiedPlacement" in stalled["message"]
+    assert "spec.model.source.server" in stalled["message"]
 
 
 def test_a_missing_benchmark_namespace_stalls_instead_of_failing_the_qualification() -> None:

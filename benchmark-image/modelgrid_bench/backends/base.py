@@ -65,6 +65,11 @@ class BackendOptions:
     engine_command: tuple[str, ...] = ()
     engine_port: int = 8000
     engine_startup_timeout_s: float = 600.0
+    #: a preset engine (vllm, sglang, tgi) whose command the benchmark builds, or custom
+    engine: str = "custom"
+    engine_args: tuple[str, ...] = ()
+    #: GPUs the engine shards the model over (one tensor-parallel rank each)
+    engine_gpus: int = 1
 
 
 def open_backend(opts: BackendOptions) -> Backend:
@@ -93,18 +98,38 @@ def open_backend(opts: BackendOptions) -> Backend:
         )
     if opts.kind == "server":
         from modelgrid_bench.backends.server import ServerBackend
+        from modelgrid_bench.engine import preset_command
+        from modelgrid_contract.engines import EngineName
 
-        if not opts.engine_command:
+        try:
+            engine = EngineName(opts.engine)
+        except ValueError:
+            raise BadInputError(
+                f"--engine {opts.engine!r}: use vllm, sglang, tgi or custom"
+            ) from None
+        if engine is EngineName.CUSTOM and not opts.engine_command:
             raise BadInputError("the server backend needs --engine-command (the engine to start)")
         if not 1 <= opts.engine_port <= 65535 or opts.engine_startup_timeout_s <= 0:
             raise BadInputError(
                 "--engine-port must be 1-65535 and --engine-startup-timeout-s positive"
             )
-        return ServerBackend(
-            list(opts.engine_command),
+        served = opts.served_model or opts.model
+        command = preset_command(
+            engine,
+            model=opts.model,
+            served_model=served,
             port=opts.engine_port,
-            model=opts.served_model or opts.model,
+            gpus=max(opts.engine_gpus, 1),
+            args=opts.engine_args,
+            command=opts.engine_command,
+        )
+        return ServerBackend(
+            command,
+            port=opts.engine_port,
+            model=served,
             startup_timeout_s=opts.engine_startup_timeout_s,
+            engine=engine,
+            args=opts.engine_args,
             extensions=opts.engine_extensions,
         )
     raise BadInputError(

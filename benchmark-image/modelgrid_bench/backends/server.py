@@ -13,9 +13,10 @@ import httpx
 
 from modelgrid_bench.backends.base import BatchTiming, Clock, GenerationParams
 from modelgrid_bench.backends.openai import OpenAIBackend
-from modelgrid_bench.engine import EngineProcess
+from modelgrid_bench.engine import HEALTH_PATH, EngineProcess, engine_version
 from modelgrid_bench.errors import BackendError
 from modelgrid_bench.pacedserver import SIMULATED_OWNER
+from modelgrid_contract.engines import EngineName
 from modelgrid_contract.result import BackendInfo, EngineInfo
 
 #: After a failed request, how long the engine has to show that it died.
@@ -33,9 +34,14 @@ class ServerBackend:
         port: int,
         model: str,
         startup_timeout_s: float,
-        health_path: str = "/health",
+        engine: EngineName = EngineName.CUSTOM,
+        args: tuple[str, ...] = (),
+        health_path: str = HEALTH_PATH,
         extensions: bool = True,
     ) -> None:
+        self._name = engine
+        self._args = list(args)
+        self._version = ""
         self._base = f"http://127.0.0.1:{port}"
         self._engine = EngineProcess(
             command, f"{self._base}{health_path}", startup_timeout_s=startup_timeout_s
@@ -50,10 +56,13 @@ class ServerBackend:
         return BackendInfo(
             kind="server",
             model=self._model,
-            detail=f"engine {self._engine.command[0]} on {self._base}",
+            detail=f"engine {self._name.value} ({self._engine.command[0]}) on {self._base}",
             simulated=simulated,
             engine=EngineInfo(
-                command=self._engine.command[:64],
+                name=self._name.value,
+                version=self._version,
+                command=self._engine.command[:96],
+                args=self._args[:32],
                 served_by=self._served_by,
                 startup_s=round(self._startup_s, 3),
             ),
@@ -64,6 +73,7 @@ class ServerBackend:
         self._startup_s = self._engine.wait_healthy()
         self._client.load()
         self._served_by = self._owner()
+        self._version = engine_version(self._base, self._name)
 
     def _owner(self) -> str:
         try:
