@@ -381,6 +381,13 @@ def _flag_figure(flag: Flag, result: CompactResult) -> str:
         return f"the shortest run has {win.min_per_run} usable 1 s windows"
     if flag is Flag.MISSING_READINGS and win is not None:
         return f"{win.missing_readings} of {win.readings} reads had no value"
+    if flag is Flag.TOKEN_MISMATCH:
+        made = f" ({result.output_tokens} in the measured runs)" if result.output_tokens else ""
+        return (
+            f"the {'engine' if result.backend == 'server' else 'model'} generated a different "
+            f"number of tokens than the workload asked{made}, so its energy per token is not the "
+            "declared workload's"
+        )
     return "see the benchmark's notes"
 
 

@@ -445,7 +445,8 @@ INVALID_SPECS: list[tuple[str, dict[str, Any], str, str]] = [
         "empty-source",
         _with("model.source", {}),
         "spec.model.source",
-        "source must set exactly one of pvc, cache, server, endpoint or randomWeights; it sets none",
+        "source must set exactly one of pvc, cache, server, endpoint or randomWeights"
+        "; it sets none",
     ),
     (
         "no-source",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import copy
 import json
+import socket
 import sys
 import urllib.request
 from collections.abc import Iterator
@@ -845,7 +846,9 @@ def test_an_endpoint_at_the_metadata_service_is_never_called(
     operator: dict[str, Any],
     tenant: client.ApiClient,
 ) -> None:
-    body = _mq("q-meta", policyRef={"name": "model-card"})
+    # the sandbox's policy takes endpoints (unverified placement) inside the cluster, never
+    # link-local ones; the shipped policies refuse every endpoint before its host is looked at
+    body = _mq("q-meta", policyRef={"name": SIM_POLICY})
     body["spec"]["model"]["source"] = {
         "endpoint": {"url": "http://169.254.169.254/latest/meta-data/", "servedModel": "m"}
     }
@@ -902,3 +905,142 @@ def test_a_full_quota_in_the_benchmark_namespace_queues_then_runs(
         VERDICT_WAIT_S,
     )
     assert obj["status"]["phase"] == "Succeeded", obj["status"]
+
+
+# --------------------------------------------------------------------------- server source
+
+
+def _free_port() -> int:
+    """The sandbox's pods share this machine's network (a kubelet's would each have their
+    own), so each engine here gets a port of its own."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _served(name: str, *engine_flags: str, startup_s: int = 300) -> dict[str, Any]:
+    """A qualification whose model is served by the paced server, started by the benchmark in
+    its pod exactly as a vLLM would be (a custom engine: the sandbox's policy trusts it)."""
+    port = _free_port()
+    body = _mq(name)
+    body["spec"]["model"]["source"] = {
+        "server": {
+            "engine": "custom",
+            # the custom command names the model; args may not (the benchmark owns --model)
+            "command": [
+                "python",
+                "-m",
+                "modelgrid_bench.pacedserver",
+                "--port",
+                str(port),
+                "--model",
+                f"{name}-model",
+            ],
+            "args": ["--step-ms", "20", *engine_flags],
+            "port": port,
+            "startupTimeoutSeconds": startup_s,
+        }
+    }
+    return body
+
+
+def _log_mark(cluster: Cluster) -> int:
+    path = cluster.control_plane.log_dir / "operator.log"
+    return path.stat().st_size if path.exists() else 0
+
+
+def _no_traceback_since(cluster: Cluster, mark: int) -> None:
+    with (cluster.control_plane.log_dir / "operator.log").open("rb") as fh:
+        fh.seek(mark)
+        text = fh.read().decode(errors="replace")
+    assert "Traceback" not in text, text[text.index("Traceback") :][:2000]
+
+
+@pytest.mark.timeout(VERDICT_WAIT_S + 120)
+def test_a_served_model_is_qualified_with_its_engine_in_status(
+    cluster: Cluster, api: client.ApiClient, namespace: str, operator: dict[str, Any]
+) -> None:
+    mark = _log_mark(cluster)
+    _create(api, namespace, _served("srv-ok", "--start-delay-s", "1"))
+    obj = wait_for(
+        "the served qualification srv-ok to reach Succeeded or Failed",
+        lambda: _phase(api, namespace, "srv-ok", "Succeeded", "Failed"),
+        VERDICT_WAIT_S,
+    )
+    st = obj["status"]
+    assert st["phase"] == "Succeeded", st
+    engine = st["environment"]["engine"]
+    assert engine["name"] == "custom"
+    assert engine["version"] == "modelgrid-paced 0.1.0"  # what the engine said it is
+    assert engine["startupSeconds"] >= 1.0  # it waited for the engine's health
+    assert len(engine["commandSha256"]) == 16
+    assert st["environment"]["simulated"] is True  # the paced server says it is simulated
+    assert st["measured"]["outputTokens"] == 2 * 2 * 300  # repeats x samples x tokens, streamed
+    assert st["measured"]["ttftSeconds"] > 0
+    assert st["tier"]["number"] in (1, 2, 3)
+    _no_traceback_since(cluster, mark)
+
+
+@pytest.mark.timeout(400)
+def test_an_engine_that_crashes_mid_run_fails_with_its_last_lines(
+    cluster: Cluster, api: client.ApiClient, namespace: str, operator: dict[str, Any]
+) -> None:
+    mark = _log_mark(cluster)
+    _create(api, namespace, _served("srv-crash", "--crash-after-tokens", "40"))
+    obj = wait_for(
+        "the crashing engine's qualification to fail (two tries: backoffLimit 1)",
+        lambda: _phase(api, namespace, "srv-crash", "Failed", "Succeeded"),
+        300,
+    )
+    assert obj["status"]["phase"] == "Failed"
+    stalled = _cond(obj, "Stalled")
+    assert stalled["reason"] == "EngineCrashed"
+    assert "exited with code 70 during the run" in stalled["message"]
+    assert "simulated crash after 40 tokens" in stalled["message"]  # the engine's own words
+    assert "tried 2 times" in stalled["message"]
+    assert kstatus_one(obj)[0] == "Failed"
+    events = [(e.type, e.reason) for e in _events(api, namespace, "srv-crash")]
+    assert ("Warning", "EngineCrashed") in events
+    _no_traceback_since(cluster, mark)
+
+
+@pytest.mark.timeout(300)
+def test_an_engine_that_never_becomes_healthy_fails_within_its_startup_time(
+    cluster: Cluster, api: client.ApiClient, namespace: str, operator: dict[str, Any]
+) -> None:
+    mark = _log_mark(cluster)
+    _create(api, namespace, _served("srv-sick", "--never-healthy", startup_s=10))
+    obj = wait_for(
+        "the never-healthy engine's qualification to fail",
+        lambda: _phase(api, namespace, "srv-sick", "Failed", "Succeeded"),
+        200,
+    )
+    assert obj["status"]["phase"] == "Failed"
+    stalled = _cond(obj, "Stalled")
+    assert stalled["reason"] == "EngineNotHealthy"
+    assert "was not healthy at http://127.0.0.1:" in stalled["message"]
+    assert "within 10 s" in stalled["message"]
+    assert "tried" not in stalled["message"]  # failed at once: a retry cannot help
+    assert len(benchmark_pods(api, namespace)) == 1  # one pod: no retry
+    _no_traceback_since(cluster, mark)
+
+
+@pytest.mark.timeout(VERDICT_WAIT_S + 120)
+def test_an_engine_that_serves_fewer_tokens_than_asked_is_not_priced(
+    cluster: Cluster, api: client.ApiClient, namespace: str, operator: dict[str, Any]
+) -> None:
+    mark = _log_mark(cluster)
+    _create(api, namespace, _served("srv-short", "--short-by", "30"))
+    obj = wait_for(
+        "the short-serving engine's qualification to end",
+        lambda: _phase(api, namespace, "srv-short", "Failed", "Succeeded"),
+        VERDICT_WAIT_S,
+    )
+    st = obj["status"]
+    assert st["phase"] == "Failed", st
+    stalled = _cond(obj, "Stalled")
+    assert stalled["reason"] == "ResultRejected"
+    assert "DisqualifyingFlag: flag token_mismatch" in stalled["message"], stalled
+    assert "the engine generated a different number of tokens" in stalled["message"]
+    assert f"({2 * 2 * (300 - 30)} in the measured runs)" in stalled["message"]
+    _no_traceback_since(cluster, mark)
