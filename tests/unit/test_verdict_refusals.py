@@ -113,7 +113,7 @@ def test_an_in_pod_engine_cannot_waive_its_process_check() -> None:
         ("missing_readings", {"windows": {"missing_readings": 40}}, "40 of"),
         ("energy_counter_reset", {}, "notes"),
         ("no_instant_power", {}, "notes"),
-        ("token_mismatch", {}, "notes"),
+        ("token_mismatch", {}, "a different number of tokens than the workload asked"),
     ],
 )
 def test_a_disqualifying_flag_refuses_with_its_figure(
