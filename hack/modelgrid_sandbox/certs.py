@@ -138,3 +138,33 @@ def generate(directory: Path, clients: dict[str, tuple[str, str | None]]) -> Pki
         sa_pub=sa_pub_path,
         clients=client_paths,
     )
+
+
+def self_signed_server(
+    directory: Path, stem: str, common_name: str, dns_names: list[str]
+) -> tuple[Path, Path]:
+    """A self-signed serving certificate for 127.0.0.1 and `dns_names`, as a kubelet makes for
+    itself when given none (`stem`.crt, `stem`.key in `directory`)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    now = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = _name(common_name)
+    sans: list[x509.GeneralName] = [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+    sans += [x509.DNSName(d) for d in dns_names]
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + VALIDITY)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    crt, kp = directory / f"{stem}.crt", directory / f"{stem}.key"
+    crt.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    _write_key(kp, key)
+    return crt, kp

@@ -199,6 +199,11 @@ class ControlPlane:
                 f"--client-ca-file={pki.ca_cert}",
                 f"--kubelet-client-certificate={pki.clients['apiserver-kubelet-client'][0]}",
                 f"--kubelet-client-key={pki.clients['apiserver-kubelet-client'][1]}",
+                # pods/log, exec, port-forward reach a node's kubelet at its first address of
+                # these types (the default puts Hostname first, and the simulated nodes' names
+                # resolve nowhere; their InternalIP is 127.0.0.1). No
+                # --kubelet-certificate-authority: the kubelet's own serving cert is not checked.
+                "--kubelet-preferred-address-types=InternalIP,Hostname",
                 f"--service-account-key-file={pki.sa_pub}",
                 f"--service-account-signing-key-file={pki.sa_key}",
                 f"--service-account-issuer={SA_ISSUER}",

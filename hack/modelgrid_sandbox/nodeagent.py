@@ -11,6 +11,17 @@ Pending, Running and Succeeded/Failed, with exit codes and the termination messa
 A pod with a ServiceAccount token mount gets a token bound to it and `KUBECONFIG` pointing at
 this apiserver, so an in-cluster client (the operator) acts as its ServiceAccount.
 Deleting a pod stops its process.
+
+Container logs: each container's stdout and stderr are kept as a kubelet's container runtime
+keeps them (one line per record: time, stream, full/partial tag, text; a file per restart under
+`<workdir>/logs/<namespace>_<pod>_<uid>/<container>/`), until the pod is deleted or the agent
+stops. The agent serves the kubelet's `GET /containerLogs/{namespace}/{pod}/{container}` over
+HTTPS on 127.0.0.1 (its port in every node's `status.daemonEndpoints`), so `kubectl logs` and
+`read_namespaced_pod_log` work through the real apiserver, with `tailLines`, `limitBytes`,
+`sinceSeconds`/`sinceTime`, `timestamps`, `follow`, `previous` and `stream`. Only a client
+certificate signed by the CA that the agent's API client trusts (the sandbox's one CA, which
+signs the apiserver's kubelet client certificate) is let in; the serving certificate is
+self-signed, as a kubelet's own is (the apiserver runs without --kubelet-certificate-authority).
 """
 
 from __future__ import annotations
@@ -23,20 +34,27 @@ import json
 import logging
 import os
 import re
+import select
+import selectors
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
+
+from modelgrid_sandbox.certs import self_signed_server
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +70,14 @@ SA_MOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
 #: (--service-account-extend-token-expiration, warn-only after an hour), so a long-running
 #: process such as the operator keeps its credentials.
 SA_TOKEN_SECONDS = 3607
+#: A longer line is split into partial records, as container runtimes split theirs.
+LOG_RECORD_BYTES = 16 * 1024
+#: A `follow=true` log stream ends with its container; this bounds one in any case.
+FOLLOW_MAX_S = 3600.0
+FOLLOW_POLL_S = 0.2
+#: How long a container's log writer may take to copy what the container wrote before it ended
+#: (longer only when a process the container started outlives it and keeps its stdout open).
+LOG_DRAIN_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -118,7 +144,9 @@ def node_manifest(spec: NodeSpec) -> dict[str, Any]:
     }
 
 
-def node_status(spec: NodeSpec) -> dict[str, Any]:
+def node_status(spec: NodeSpec, kubelet_port: int | None = None) -> dict[str, Any]:
+    """The node's status; `kubelet_port` is where the agent serves the kubelet's log endpoint
+    (the apiserver proxies `pods/log` there)."""
     capacity = {"cpu": spec.cpu, "memory": spec.memory, "pods": str(spec.pods)}
     if spec.gpu_product:
         capacity[GPU] = str(spec.gpu_count)
@@ -148,29 +176,33 @@ def node_status(spec: NodeSpec) -> dict[str, Any]:
             "lastTransitionTime": now,
         }
     )
-    return {
-        "status": {
-            "capacity": capacity,
-            "allocatable": dict(capacity),
-            "conditions": conditions,
-            "addresses": [
-                {"type": "InternalIP", "address": "127.0.0.1"},
-                {"type": "Hostname", "address": spec.name},
-            ],
-            "nodeInfo": {
-                "machineID": spec.name,
-                "systemUUID": spec.name,
-                "bootID": spec.name,
-                "kernelVersion": os.uname().release,
-                "osImage": "modelgrid simulated node",
-                "containerRuntimeVersion": "sim://1.0",
-                "kubeletVersion": "v1.37.1-sim",
-                "kubeProxyVersion": "",
-                "operatingSystem": "linux",
-                "architecture": "amd64",
-            },
-        }
+    status: dict[str, Any] = {
+        "capacity": capacity,
+        "allocatable": dict(capacity),
+        "conditions": conditions,
+        # The apiserver reaches the kubelet at the first address of a type in its
+        # --kubelet-preferred-address-types (the control plane puts InternalIP first: the
+        # Hostname, the node's name, resolves nowhere).
+        "addresses": [
+            {"type": "InternalIP", "address": "127.0.0.1"},
+            {"type": "Hostname", "address": spec.name},
+        ],
+        "nodeInfo": {
+            "machineID": spec.name,
+            "systemUUID": spec.name,
+            "bootID": spec.name,
+            "kernelVersion": os.uname().release,
+            "osImage": "modelgrid simulated node",
+            "containerRuntimeVersion": "sim://1.0",
+            "kubeletVersion": "v1.37.1-sim",
+            "kubeProxyVersion": "",
+            "operatingSystem": "linux",
+            "architecture": "amd64",
+        },
     }
+    if kubelet_port is not None:
+        status["daemonEndpoints"] = {"kubeletEndpoint": {"Port": kubelet_port}}
+    return {"status": status}
 
 
 @dataclass
@@ -182,6 +214,18 @@ class _Running:
     stop: threading.Event = field(default_factory=threading.Event)
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     grace_s: float = 10.0
+
+
+@dataclass
+class _PodLogs:
+    """A pod's container logs, kept from its start until it is deleted."""
+
+    uid: str
+    namespace: str
+    name: str
+    directory: Path
+    containers: tuple[str, ...]
+    launches: dict[str, _Launch] = field(default_factory=dict)
 
 
 class NodeAgent:
@@ -196,7 +240,11 @@ class NodeAgent:
         python: str = sys.executable,
         extra_env: dict[str, str] | None = None,
         synthetic_inference: bool = False,
+        client_ca: Path | None = None,
     ) -> None:
+        """`client_ca`: whose client certificates may read logs; by default the CA that `api`
+        trusts, which in the sandbox is its one CA, the signer of the apiserver's kubelet
+        client certificate too."""
         self.api = api
         self.core = client.CoreV1Api(api)
         self.coord = client.CoordinationV1Api(api)
@@ -215,6 +263,13 @@ class NodeAgent:
         self._threads: list[threading.Thread] = []
         self._pods: dict[str, _Running] = {}
         self._lock = threading.Lock()
+        ca = client_ca or api.configuration.ssl_ca_cert
+        self.client_ca = Path(ca) if ca else None
+        #: Container logs by pod uid, in the order the pods started (guarded by `_lock`).
+        self._logs: dict[str, _PodLogs] = {}
+        self._server: _KubeletServer | None = None
+        self._server_thread: threading.Thread | None = None
+        self.kubelet_port: int | None = None
 
     # -- nodes ------------------------------------------------------------------------------
 
@@ -227,7 +282,7 @@ class NodeAgent:
                 if exc.status != 409:
                     raise
                 self.core.patch_node(spec.name, body)
-            self.core.patch_node_status(spec.name, node_status(spec))
+            self.core.patch_node_status(spec.name, node_status(spec, self.kubelet_port))
             self._renew_lease(spec.name)
 
     def _renew_lease(self, node: str) -> None:
@@ -254,7 +309,7 @@ class NodeAgent:
                 try:
                     self._renew_lease(name)
                     if time.monotonic() - last_status > 20:
-                        self.core.patch_node_status(name, node_status(spec))
+                        self.core.patch_node_status(name, node_status(spec, self.kubelet_port))
                 except Exception as exc:
                     log.warning("heartbeat for %s failed: %s", name, exc)
             if time.monotonic() - last_status > 20:
@@ -263,6 +318,7 @@ class NodeAgent:
     # -- pods -------------------------------------------------------------------------------
 
     def start(self) -> None:
+        self._start_kubelet_server()
         self.register()
         for target, name in ((self._heartbeat, "heartbeat"), (self._watch_pods, "pod-watch")):
             t = threading.Thread(target=target, name=f"{AGENT_NAME}-{name}", daemon=True)
@@ -273,6 +329,9 @@ class NodeAgent:
         while not self._stop.is_set():
             try:
                 listing = self.core.list_pod_for_all_namespaces()
+                # Pods deleted while no watch ran: their logs go.
+                pods: list[Any] = listing.items
+                self._sweep_logs({str(pod.metadata.uid) for pod in pods})
                 for pod in listing.items:
                     self._on_pod(pod)
                 w = watch.Watch()
@@ -297,6 +356,8 @@ class NodeAgent:
         if node not in self.fleet:
             return
         uid = pod.metadata.uid
+        if deleted:
+            self._forget_logs(uid)
         with self._lock:
             running = self._pods.get(uid)
             if deleted or pod.metadata.deletion_timestamp is not None:
@@ -347,18 +408,24 @@ class NodeAgent:
                 _kill_group(p, 0)
             if r.stop.is_set():
                 self._finalize_deletion(pod)
+                # Deleted (or the agent stops): a deleted pod has no logs.
+                self._forget_logs(r.uid)
             with self._lock:
                 self._pods.pop(r.uid, None)
 
     def _run_pod_inner(self, pod: Any, r: _Running) -> None:
         spec = self.fleet[pod.spec.node_name]
+        logs = self._pod_logs(pod)
         poddir = Path(tempfile.mkdtemp(prefix=f"{r.namespace}-{r.name}-", dir=self.workdir))
         try:
-            self._run_containers(pod, r, spec, poddir)
+            self._run_containers(pod, r, spec, poddir, logs)
         finally:
+            # The pod's files go with its containers; its logs stay until it is deleted.
             shutil.rmtree(poddir, ignore_errors=True)
 
-    def _run_containers(self, pod: Any, r: _Running, spec: NodeSpec, poddir: Path) -> None:
+    def _run_containers(
+        self, pod: Any, r: _Running, spec: NodeSpec, poddir: Path, logs: _PodLogs
+    ) -> None:
         containers = list(pod.spec.containers)
         waiting = [
             {
@@ -390,7 +457,7 @@ class NodeAgent:
         launches: dict[str, _Launch] = {}
         for c in containers:
             try:
-                launches[c.name] = self._prepare(pod, c, spec, poddir)
+                launches[c.name] = self._prepare(pod, c, spec, poddir, logs.directory / c.name)
             except _CreateError as exc:
                 # A kubelet leaves such a pod Pending with the reason on the container.
                 for w in waiting:
@@ -408,6 +475,8 @@ class NodeAgent:
             else None
         )
         results: dict[str, dict[str, Any]] = {}
+        with self._lock:
+            logs.launches.update(launches)
         for launch in launches.values():
             launch.start()
             r.procs.append(launch.proc)
@@ -465,7 +534,7 @@ class NodeAgent:
 
     # -- turning a container into a process --------------------------------------------------
 
-    def _prepare(self, pod: Any, c: Any, spec: NodeSpec, poddir: Path) -> _Launch:
+    def _prepare(self, pod: Any, c: Any, spec: NodeSpec, poddir: Path, log_dir: Path) -> _Launch:
         mounts: dict[str, Path] = {}
         for m in c.volume_mounts or []:
             local = poddir / "volumes" / m.name / (m.sub_path or "")
@@ -532,7 +601,8 @@ class NodeAgent:
             argv=argv,
             env=env,
             cwd=cwd,
-            log_path=poddir / f"{c.name}.log",
+            log_dir=log_dir,
+            raw_log=poddir / f"{c.name}.log",
             term_path=term_local,
             fallback_to_logs=c.termination_message_policy == "FallbackToLogsOnError",
         )
@@ -622,8 +692,109 @@ class NodeAgent:
         except ApiException:
             return None
 
+    # -- the kubelet's log endpoint ----------------------------------------------------------
+
+    def _start_kubelet_server(self) -> None:
+        if self.client_ca is None:
+            # Without a CA no client certificate can be checked, and the endpoint is for the
+            # apiserver only: no logs then (the apiserver's pods/log answers with an error).
+            log.warning("no CA for the apiserver's client certificate: the nodes serve no logs")
+            return
+        crt, key = self_signed_server(
+            self.workdir / "kubelet-pki", "kubelet", AGENT_NAME, sorted(self.fleet)
+        )
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(crt, key)
+        context.verify_mode = ssl.CERT_REQUIRED
+        context.load_verify_locations(cafile=str(self.client_ca))
+        server = _KubeletServer(self, context)
+        self._server = server
+        self.kubelet_port = int(server.server_address[1])
+        self._server_thread = threading.Thread(
+            target=server.serve_forever,
+            kwargs={"poll_interval": 0.5},
+            name=f"{AGENT_NAME}-kubelet-endpoint",
+            daemon=True,
+        )
+        self._server_thread.start()
+
+    def _pod_logs(self, pod: Any) -> _PodLogs:
+        meta = pod.metadata
+        # As a kubelet lays them out under /var/log/pods.
+        directory = self.workdir / "logs" / f"{meta.namespace}_{meta.name}_{meta.uid}"
+        directory.mkdir(parents=True, exist_ok=True)
+        entry = _PodLogs(
+            meta.uid,
+            meta.namespace,
+            meta.name,
+            directory,
+            tuple(c.name for c in pod.spec.containers),
+        )
+        with self._lock:
+            self._logs[meta.uid] = entry
+        return entry
+
+    def _forget_logs(self, uid: str) -> None:
+        with self._lock:
+            entry = self._logs.pop(uid, None)
+        if entry is not None:
+            shutil.rmtree(entry.directory, ignore_errors=True)
+
+    def _sweep_logs(self, present: set[str]) -> None:
+        with self._lock:
+            gone = [uid for uid in self._logs if uid not in present]
+        for uid in gone:
+            self._forget_logs(uid)
+
+    def _logs_kept(self, uid: str) -> bool:
+        with self._lock:
+            return uid in self._logs and not self._stop.is_set()
+
+    def _log_source(
+        self, namespace: str, pod: str, container: str, previous: bool
+    ) -> tuple[str, Path, _LogWriter | None]:
+        """The pod's uid, the log file to read, and its writer while it may still grow; a
+        `_LogRequestError` with a kubelet's status and message where there is none."""
+        with self._lock:
+            entry = next(
+                (
+                    e
+                    for e in reversed(self._logs.values())
+                    if (e.namespace, e.name) == (namespace, pod)
+                ),
+                None,
+            )
+            if entry is None:
+                raise _LogRequestError(404, f'pod "{pod}" does not exist')
+            if container not in entry.containers:
+                raise _LogRequestError(404, f'container "{container}" not found in pod "{pod}"')
+            launch = entry.launches.get(container)
+            if launch is None or launch.writer is None:
+                raise _LogRequestError(
+                    400, f'container "{container}" in pod "{pod}" is waiting to start - no logs yet'
+                )
+            # While a restart waits out its back-off, the last instance is the current one.
+            current = launch.restarts
+            if not launch.log_file(current).exists():
+                current -= 1
+            index = current - 1 if previous else current
+            path = launch.log_file(index)
+            if index < 0 or not path.exists():
+                if not previous:  # its log went with a deletion under way
+                    raise _LogRequestError(404, f'pod "{pod}" does not exist')
+                raise _LogRequestError(
+                    400, f'previous terminated container "{container}" in pod "{pod}" not found'
+                )
+            writer = launch.writer if launch.writer.path == path else None
+            return entry.uid, path, writer
+
+    # -- stopping ---------------------------------------------------------------------------
+
     def stop(self, delete_nodes: bool = True) -> None:
         self._stop.set()
+        if self._server is not None:
+            self._server.shutdown()  # no new requests; streams that follow a log end
+            self._server.server_close()
         with self._lock:
             running = list(self._pods.values())
         for r in running:
@@ -634,6 +805,9 @@ class NodeAgent:
             r.thread.join(timeout=10)
         for t in self._threads:
             t.join(timeout=35)
+        with self._lock:
+            self._logs.clear()
+        shutil.rmtree(self.workdir / "logs", ignore_errors=True)
         if delete_nodes:
             for name in self.fleet:
                 with contextlib.suppress(ApiException):
@@ -652,28 +826,59 @@ class _Launch:
     argv: list[str]
     env: dict[str, str]
     cwd: Path
-    log_path: Path
+    #: One log file per instance, `<restarts>.log`, as a kubelet keeps them.
+    log_dir: Path
+    #: The output of every instance as it comes, in the pod's directory (see `_LogWriter`).
+    raw_log: Path
     term_path: Path
     fallback_to_logs: bool
     proc: subprocess.Popen[bytes] | None = None
     restarts: int = 0
     started_at: dt.datetime | None = None
+    writer: _LogWriter | None = None
+
+    def log_file(self, instance: int) -> Path:
+        return self.log_dir / f"{instance}.log"
+
+    @property
+    def log_path(self) -> Path:
+        """The current instance's log."""
+        return self.log_file(self.restarts)
 
     def start(self) -> None:
-        with self.log_path.open("ab") as logf:
-            self.proc = subprocess.Popen(
-                self.argv,
-                env=self.env,
-                cwd=self.cwd,
-                stdout=logf,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-                # A killed agent leaves no pod behind (a long-lived one, like the operator of
-                # the chart, would otherwise outlive its cluster); the pod's thread outlives it.
-                preexec_fn=_die_with_agent,  # noqa: PLW1509 - it calls only a preloaded prctl
-            )
+        self.drain()  # the last instance's output is all in its file
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        if self.restarts >= 2:  # a kubelet keeps the current instance's log and the previous
+            self.log_file(self.restarts - 2).unlink(missing_ok=True)
+        self.log_path.touch()
+        proc = subprocess.Popen(
+            self.argv,
+            env=self.env,
+            cwd=self.cwd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            # A killed agent leaves no pod behind (a long-lived one, like the operator of
+            # the chart, would otherwise outlive its cluster); the pod's thread outlives it.
+            preexec_fn=_die_with_agent,  # noqa: PLW1509 - it calls only a preloaded prctl
+        )
+        self.proc = proc
         self.started_at = _now()
+        if proc.stdout is None or proc.stderr is None:  # pragma: no cover - PIPE gives both
+            raise RuntimeError("no pipes to the container's stdout and stderr")
+        self.writer = _LogWriter(
+            self.log_path,
+            {"stdout": proc.stdout, "stderr": proc.stderr},
+            name=f"log-{self.container.name}-{proc.pid}",
+            raw=self.raw_log,
+        )
+        self.writer.start()
+
+    def drain(self) -> None:
+        """Wait until what the current instance wrote is in its log."""
+        if self.writer is not None:
+            self.writer.join(timeout=LOG_DRAIN_S)
 
     def poll(self) -> int | None:
         return None if self.proc is None else self.proc.poll()
@@ -699,13 +904,13 @@ class _Launch:
         with self.term_path.open("rb") as fh:
             message = fh.read(TERMINATION_MESSAGE_LIMIT_BYTES)
         if not message.strip() and self.fallback_to_logs and exit_code != 0:
-            tail = (
-                self.log_path.read_bytes()[-FALLBACK_LOG_BYTES:] if self.log_path.exists() else b""
-            )
+            records = _read_records(self.log_path, 0, 80)[0] if self.log_path.exists() else []
+            tail = b"".join(r.text(timestamps=False) for r in records)[-FALLBACK_LOG_BYTES:]
             message = b"\n".join(tail.splitlines()[-80:])
         return message.decode("utf-8", errors="replace")
 
     def terminated_status(self, returncode: int) -> dict[str, Any]:
+        self.drain()  # a reader of the terminated container's log gets all of it
         code = returncode if returncode >= 0 else 128 - returncode
         c = self.container
         terminated: dict[str, Any] = {
@@ -728,6 +933,372 @@ class _Launch:
             "restartCount": self.restarts,
             "state": {"terminated": terminated},
         }
+
+
+# -- container logs ---------------------------------------------------------------------------
+
+
+def _stamp() -> bytes:
+    return _now().strftime("%Y-%m-%dT%H:%M:%S.%fZ").encode()
+
+
+class _LogWriter(threading.Thread):
+    """Copies a container's stdout and stderr into its log file as a container runtime does:
+    a record per line, `<time> <stream> <F|P> <text>` (P: part of a longer or unfinished line).
+    Also appends the output as it comes to `raw`, the pod directory's `<container>.log` (gone
+    with the pod's files when its containers end), which tests read directly.
+    Ends when the container and whatever it started have closed both."""
+
+    def __init__(
+        self, path: Path, pipes: dict[str, IO[bytes]], name: str, raw: Path | None = None
+    ) -> None:
+        super().__init__(name=name, daemon=True)
+        self.path = path
+        self.raw = raw
+        self._pipes = pipes
+        self._broken = False
+
+    def run(self) -> None:
+        try:
+            out: IO[bytes] = self.path.open("ab")
+        except OSError as exc:  # the pod was deleted meanwhile, say: its output is dropped
+            log.warning("container log %s: %s", self.path, exc)
+            self._broken = True
+            out = open(os.devnull, "wb")  # noqa: SIM115 - closed below
+        raw: IO[bytes] | None = None
+        if self.raw is not None:
+            try:
+                raw = self.raw.open("ab")
+            except OSError as exc:
+                log.warning("container log %s: %s", self.raw, exc)
+        with out, raw or contextlib.nullcontext(), selectors.DefaultSelector() as sel:
+            pending: dict[str, bytes] = {}
+            for stream, pipe in self._pipes.items():
+                sel.register(pipe.fileno(), selectors.EVENT_READ, stream)
+                pending[stream] = b""
+            try:
+                while sel.get_map():
+                    for key, _ in sel.select():
+                        stream = str(key.data)
+                        chunk = os.read(key.fd, 65536)
+                        if raw is not None:
+                            raw = self._copy_raw(raw, chunk)
+                        if not chunk:
+                            sel.unregister(key.fd)
+                            if pending[stream]:
+                                self._write(out, _stamp(), stream, False, pending[stream])
+                            pending[stream] = b""
+                            continue
+                        *lines, rest = (pending[stream] + chunk).split(b"\n")
+                        stamp = _stamp()
+                        for line in lines:
+                            self._write(out, stamp, stream, True, line)
+                        while len(rest) >= LOG_RECORD_BYTES:
+                            self._write(out, stamp, stream, False, rest[:LOG_RECORD_BYTES])
+                            rest = rest[LOG_RECORD_BYTES:]
+                        pending[stream] = rest
+                    self._flush(out)
+            finally:
+                for pipe in self._pipes.values():
+                    pipe.close()
+
+    def _copy_raw(self, raw: IO[bytes], chunk: bytes) -> IO[bytes] | None:
+        try:
+            raw.write(chunk)
+            raw.flush()
+        except OSError as exc:  # the pod's directory went: the copy ends, the log goes on
+            log.debug("container output copy %s: %s", self.raw, exc)
+            return None
+        return raw
+
+    def _write(self, out: IO[bytes], stamp: bytes, stream: str, full: bool, text: bytes) -> None:
+        if not self._broken:
+            tag = b"F" if full else b"P"
+            try:
+                out.write(b"%s %s %s %s\n" % (stamp, stream.encode(), tag, text))
+            except OSError as exc:  # a full disk, say: the container runs on, unlogged
+                log.warning(
+                    "container log %s: %s; the rest of its output is dropped", self.path, exc
+                )
+                self._broken = True
+
+    def _flush(self, out: IO[bytes]) -> None:
+        if not self._broken:
+            try:
+                out.flush()
+            except OSError as exc:
+                log.warning(
+                    "container log %s: %s; the rest of its output is dropped", self.path, exc
+                )
+                self._broken = True
+
+
+@dataclass(frozen=True)
+class _Record:
+    stamp: bytes
+    stream: str
+    full: bool
+    content: bytes
+
+    @property
+    def time(self) -> dt.datetime:
+        return dt.datetime.strptime(self.stamp.decode(), "%Y-%m-%dT%H:%M:%S.%fZ").replace(
+            tzinfo=dt.UTC
+        )
+
+    def text(self, timestamps: bool) -> bytes:
+        """What `kubectl logs` shows of it (a partial record does not end its line)."""
+        prefix = self.stamp + b" " if timestamps else b""
+        return prefix + self.content + (b"\n" if self.full else b"")
+
+
+def _parse_record(line: bytes) -> _Record | None:
+    parts = line.split(b" ", 3)
+    if len(parts) != 4 or parts[1] not in (b"stdout", b"stderr") or parts[2] not in (b"F", b"P"):
+        return None
+    return _Record(parts[0], parts[1].decode(), parts[2] == b"F", parts[3])
+
+
+def _read_records(path: Path, offset: int, tail: int | None) -> tuple[list[_Record], int]:
+    """The whole records in `path` from `offset` (only the last `tail` of them when given),
+    and the offset after them; a record still being written is left for the next read."""
+    with path.open("rb") as fh:
+        end = fh.seek(0, os.SEEK_END)
+        start, block = offset, 64 * 1024
+        while True:
+            if tail is not None:
+                start = max(offset, end - block)
+            fh.seek(start)
+            data = fh.read(end - start)
+            if tail is None or start == offset or data.count(b"\n") > tail:
+                break
+            block *= 4
+    cut = data.rfind(b"\n") + 1
+    lines = data[:cut].split(b"\n")[:-1]
+    if start > offset:
+        lines = lines[1:]  # read from the middle of a record, perhaps
+    records = [r for r in map(_parse_record, lines) if r is not None]
+    if tail is not None:
+        records = records[len(records) - tail :] if tail else []
+    return records, start + cut
+
+
+class _LogRequestError(Exception):
+    """A request for logs that a kubelet would refuse: its HTTP status and message."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+_TRUE = ("1", "t", "T", "true", "TRUE", "True")
+_FALSE = ("0", "f", "F", "false", "FALSE", "False")
+_STREAMS = {"All": ("stdout", "stderr"), "Stdout": ("stdout",), "Stderr": ("stderr",)}
+
+
+@dataclass(frozen=True)
+class _LogOptions:
+    """The query of `GET /containerLogs/...`: a v1 PodLogOptions, as a kubelet decodes it."""
+
+    follow: bool = False
+    previous: bool = False
+    timestamps: bool = False
+    since: dt.datetime | None = None
+    tail: int | None = None
+    limit: int | None = None
+    streams: tuple[str, ...] = ("stdout", "stderr")
+
+    @classmethod
+    def parse(cls, query: dict[str, list[str]]) -> _LogOptions:
+        def one(name: str) -> str | None:
+            values = query.get(name)
+            return values[0] if values else None
+
+        def flag(name: str) -> bool:
+            value = one(name)
+            if value is None or value in _FALSE:
+                return False
+            if value in _TRUE:
+                return True
+            raise _LogRequestError(400, '{"message": "Unable to decode query."}')
+
+        def number(name: str) -> int | None:
+            value = one(name)
+            try:
+                return None if value is None else int(value)
+            except ValueError:
+                raise _LogRequestError(400, '{"message": "Unable to decode query."}') from None
+
+        invalid = _LogRequestError(422, '{"message": "Invalid request."}')
+        tail = number("tailLines")
+        legacy = one("tail")  # older clients' name for it; "all" is no limit
+        if legacy is not None:
+            tail = None if legacy == "all" else number("tail")
+        limit, since_s = number("limitBytes"), number("sinceSeconds")
+        since_time = one("sinceTime")
+        if (tail is not None and tail < 0) or (limit is not None and limit < 1):
+            raise invalid
+        if since_s is not None and since_time is not None:
+            raise invalid
+        since: dt.datetime | None = None
+        if since_s is not None:
+            if since_s < 1:
+                raise invalid
+            since = _now() - dt.timedelta(seconds=since_s)
+        elif since_time is not None:
+            try:
+                since = dt.datetime.fromisoformat(since_time.replace("Z", "+00:00"))
+            except ValueError:
+                raise _LogRequestError(400, '{"message": "Unable to decode query."}') from None
+            if since.tzinfo is None:
+                raise invalid
+        stream = one("stream") or "All"
+        if stream not in _STREAMS:
+            raise _LogRequestError(400, f'invalid stream type "{stream}"')
+        return cls(
+            follow=flag("follow"),
+            previous=flag("previous"),
+            timestamps=flag("timestamps"),
+            since=since,
+            tail=tail,
+            limit=limit,
+            streams=_STREAMS[stream],
+        )
+
+    def render(self, records: list[_Record]) -> bytes:
+        return b"".join(
+            r.text(self.timestamps)
+            for r in records
+            if r.stream in self.streams and (self.since is None or r.time >= self.since)
+        )
+
+
+class _KubeletServer(ThreadingHTTPServer):
+    """The kubelet's HTTPS endpoint, for the apiserver only: a client certificate is required."""
+
+    daemon_threads = True
+
+    def __init__(self, agent: NodeAgent, context: ssl.SSLContext) -> None:
+        self.agent = agent
+        self.context = context
+        super().__init__(("127.0.0.1", 0), _KubeletHandler)
+
+    def get_request(self) -> tuple[Any, Any]:
+        sock, address = super().get_request()
+        # The handshake happens in the request's thread (a slow client holds up no other).
+        return self.context.wrap_socket(
+            sock, server_side=True, do_handshake_on_connect=False
+        ), address
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        exc = sys.exc_info()[1]
+        if isinstance(exc, OSError):  # a refused certificate, a client gone: not the agent's
+            log.debug("kubelet endpoint: connection from %s ended: %s", client_address, exc)
+        else:
+            log.error("kubelet endpoint: request from %s failed", client_address, exc_info=exc)
+
+
+class _KubeletHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = AGENT_NAME
+    timeout = 60.0  # an idle or stalled connection ends
+    server: _KubeletServer
+
+    def setup(self) -> None:
+        self.request.settimeout(self.timeout)
+        self.request.do_handshake()
+        super().setup()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("kubelet endpoint: " + format, *args)
+
+    def do_GET(self) -> None:
+        self._began = False
+        try:
+            self._container_logs()
+        except (BrokenPipeError, ConnectionResetError, TimeoutError, ssl.SSLError) as exc:
+            log.debug("kubelet endpoint: %s: the client went: %s", self.path, exc)
+            self.close_connection = True
+        except Exception:
+            # Never the agent's end: the request fails, and says so if it still can.
+            log.exception("kubelet endpoint: %s failed", self.path)
+            self.close_connection = True
+            if not self._began:
+                self._plain(500, "the simulated kubelet failed to serve this; see its log")
+
+    def _plain(self, status: int, message: str) -> None:
+        body = (message + "\n").encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "text/plain; charset=utf-8")
+        self.send_header("X-Content-Type-Options", "nosniff")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _chunk(self, data: bytes) -> None:
+        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+        self.wfile.flush()
+
+    def _container_logs(self) -> None:
+        url = urllib.parse.urlsplit(self.path)
+        parts = url.path.split("/")
+        if len(parts) != 5 or parts[:2] != ["", "containerLogs"]:
+            self._plain(404, "404 page not found")
+            return
+        namespace, pod, container = (urllib.parse.unquote(p) for p in parts[2:])
+        agent = self.server.agent
+        try:
+            for value, what in (
+                (pod, "podID"),
+                (container, "container name"),
+                (namespace, "podNamespace"),
+            ):
+                if not value:
+                    raise _LogRequestError(400, f'{{"message": "Missing {what}."}}')
+            opts = _LogOptions.parse(urllib.parse.parse_qs(url.query, keep_blank_values=True))
+            uid, path, writer = agent._log_source(namespace, pod, container, opts.previous)
+            try:
+                records, offset = _read_records(path, 0, opts.tail)
+            except FileNotFoundError:  # deleted just now
+                raise _LogRequestError(404, f'pod "{pod}" does not exist') from None
+        except _LogRequestError as exc:
+            self._plain(exc.status, exc.message)
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        self._began = True
+        budget = opts.limit
+        budget = self._send(opts.render(records), budget)
+        if opts.follow and writer is not None:
+            deadline = time.monotonic() + FOLLOW_MAX_S
+            while (budget is None or budget > 0) and agent._logs_kept(uid):
+                ended = not writer.is_alive()  # what it wrote before it ended is read below
+                try:
+                    records, offset = _read_records(path, offset, None)
+                except FileNotFoundError:  # the pod was deleted
+                    break
+                budget = self._send(opts.render(records), budget)
+                if ended or time.monotonic() > deadline or _peer_closed(self.connection):
+                    break
+                agent._stop.wait(FOLLOW_POLL_S)
+        self.wfile.write(b"0\r\n\r\n")
+        self.wfile.flush()
+
+    def _send(self, data: bytes, budget: int | None) -> int | None:
+        if budget is not None:
+            data = data[:budget]
+        for i in range(0, len(data), 64 * 1024):
+            self._chunk(data[i : i + 64 * 1024])
+        return None if budget is None else budget - len(data)
+
+
+def _peer_closed(sock: Any) -> bool:
+    """While a log streams the client sends nothing: something to read means it has gone."""
+    readable, _, _ = select.select([sock], [], [], 0)
+    return bool(readable)
 
 
 def _literal(text: str) -> Callable[[re.Match[str]], str]:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
+import ssl
 import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -511,3 +515,101 @@ def test_the_demo_command_runs_the_main_job_end_to_end(tmp_path: Path) -> None:
     assert "Tier 1 - Low Variance" in out
     assert "verification: Verified" in out
     assert not (tmp_path / "kubeconfig").exists()  # removed on the way out
+
+
+def _log(core: client.CoreV1Api, ns: str, name: str, **opts: Any) -> str:
+    """The pod's log through the apiserver (pods/log, proxied to the simulated kubelet)."""
+    return str(core.read_namespaced_pod_log(name, ns, container="main", **opts))
+
+
+@pytest.mark.timeout(180)
+def test_pod_logs_are_read_through_the_apiserver_while_it_runs_and_after(
+    api: client.ApiClient, namespace: str, tmp_path: Path
+) -> None:
+    core = client.CoreV1Api(api)
+    gate = tmp_path / "go"
+    script = (
+        "import os, sys, time\n"
+        "for i in range(5): print(f'line {i}', flush=True)\n"
+        # Until the test has read the first lines (bounded, so no process outlives a failure).
+        "deadline = time.monotonic() + 120\n"
+        f"while not os.path.exists({str(gate)!r}) and time.monotonic() < deadline:\n"
+        "    time.sleep(0.05)\n"
+        "for i in range(5, 8): print(f'line {i}', flush=True)\n"
+    )
+    core.create_namespaced_pod(
+        namespace,
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "talker"},
+            "spec": _gpu_pod_spec([PY, "-c", script]),
+        },
+    )
+    first = "".join(f"line {i}\n" for i in range(5))
+    wait_for(
+        "the first five lines to be readable through the apiserver",
+        lambda: _try(lambda: _log(core, namespace, "talker")) == first,
+        60,
+    )
+    assert core.read_namespaced_pod("talker", namespace).status.phase == "Running"
+    assert _log(core, namespace, "talker", tail_lines=2) == "line 3\nline 4\n"
+    assert _log(core, namespace, "talker", tail_lines=2, limit_bytes=4) == "line"
+    stamped = _log(core, namespace, "talker", tail_lines=1, timestamps=True)
+    stamp, text = stamped.split(" ", 1)
+    assert text == "line 4\n"
+    assert dt.datetime.fromisoformat(stamp).tzinfo is not None
+    # follow=true streams what comes next and ends with the container.
+    stream = core.read_namespaced_pod_log(
+        "talker",
+        namespace,
+        container="main",
+        follow=True,
+        tail_lines=1,
+        _preload_content=False,
+        _request_timeout=90,
+    )
+    try:
+        gate.touch()
+        followed = stream.read().decode()
+    finally:
+        stream.release_conn()
+    assert followed == "line 4\n" + "".join(f"line {i}\n" for i in range(5, 8))
+    pod = _finished_pod(api, namespace, "talker")
+    assert pod.status.phase == "Succeeded"
+    # The log outlives the container, until the pod is deleted.
+    assert _log(core, namespace, "talker", tail_lines=2) == "line 6\nline 7\n"
+    assert _log(core, namespace, "talker") == "".join(f"line {i}\n" for i in range(8))
+    with pytest.raises(ApiException) as unknown:
+        core.read_namespaced_pod_log("talker", namespace, container="nope", tail_lines=2)
+    assert unknown.value.status in (400, 404)
+    with pytest.raises(ApiException) as previous:
+        _log(core, namespace, "talker", previous=True)
+    assert previous.value.status in (400, 404)
+    assert "previous terminated container" in str(previous.value.body)
+
+
+@pytest.mark.timeout(120)
+def test_the_kubelet_log_endpoint_lets_in_only_the_cluster_ca_s_clients(
+    cluster: Cluster, namespace: str
+) -> None:
+    node = client.CoreV1Api(cluster.api).read_node("gpu-h200-0")
+    port = node.status.daemon_endpoints.kubelet_endpoint.port
+    assert port
+    url = f"https://127.0.0.1:{port}/containerLogs/{namespace}/absent/main?tailLines=1"
+    anonymous = ssl.create_default_context()
+    anonymous.check_hostname = False
+    anonymous.verify_mode = ssl.CERT_NONE  # the kubelet's serving cert is self-signed
+    with pytest.raises(OSError, match=r"(?i)certificate|reset|eof|closed"):  # in the handshake
+        urllib.request.urlopen(url, timeout=10, context=anonymous).close()
+    pki = cluster.control_plane.pki
+    assert pki is not None
+    apiserver = ssl.create_default_context()
+    apiserver.check_hostname = False
+    apiserver.verify_mode = ssl.CERT_NONE
+    apiserver.load_cert_chain(*pki.clients["apiserver-kubelet-client"])
+    with pytest.raises(urllib.error.HTTPError) as missing:
+        urllib.request.urlopen(url, timeout=10, context=apiserver).close()
+    assert missing.value.code == 404
+    assert missing.value.read().decode().strip() == 'pod "absent" does not exist'
+    missing.value.close()
