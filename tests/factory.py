@@ -497,3 +497,61 @@ def workload_flags(
         "--idle-baseline-s",
         repr(idle_baseline_s),
     ]
+
+
+def sweep_evidence(
+    levels: Sequence[int],
+    repeats: int,
+    *,
+    efficiency: Callable[[int, int], float],
+    run_s: float = 12.0,
+    base_tokens: int = 600,
+    gpus: int = 1,
+    tier_concurrency: int | None = None,
+) -> Evidence:
+    """Evidence of a concurrency sweep with known truths: runs interleaved (run r at every
+    level, then r + 1), each `run_s` long; at `level` run r generates `base_tokens * level /
+    levels[0] * efficiency(level, r)` tokens, so its speedup over the first level's run r is
+    `level / levels[0] * efficiency(level, r) / efficiency(levels[0], r)`. Power rises with
+    the level (100 W + 2 W per stream, a 10 W ripple), 60 W idle between runs."""
+    spans: list[tuple[float, float]] = []
+    run_levels: list[int] = []
+    requests: list[list[RequestRecord]] = []
+    t = 1.0
+    for r in range(repeats):
+        for level in levels:
+            spans.append((t, t + run_s))
+            run_levels.append(level)
+            tokens = round(base_tokens * level / levels[0] * efficiency(level, r))
+            per = 10
+            requests.append(
+                requests_evenly(t, t + run_s, per, tokens=tokens // per, ttft_s=0.02 * level)
+            )
+            t += run_s + 0.5
+    by_span = dict(zip(spans, run_levels, strict=True))
+
+    def power(x: np.ndarray) -> np.ndarray:
+        out = np.full_like(x, 100.0)
+        for (a, b), level in by_span.items():
+            out = np.where((x >= a) & (x < b), 100.0 + 2.0 * level, out)
+        return out + 5.0 * np.sign(np.sin(2 * np.pi * x / 3.0))
+
+    ev = evidence(power, spans, run_requests=requests, idle_w=60.0, gpus=gpus)
+    ev.timeline = Timeline(
+        baseline=ev.timeline.baseline,
+        runs=[
+            run.model_copy(update={"concurrency": level})
+            for run, level in zip(ev.timeline.runs, run_levels, strict=True)
+        ],
+    )
+    ev.meta = ev.meta.model_copy(
+        update={
+            "workload": Workload(
+                concurrency_levels=tuple(levels),
+                tier_concurrency=tier_concurrency,
+                repeats=repeats,
+                samples=10,
+            )
+        }
+    )
+    return ev

@@ -41,6 +41,7 @@ from modelgrid_bench.stats import (
     weighted_percentiles,
     window_powers_w,
 )
+from modelgrid_bench.sweep import sweep_table
 from modelgrid_contract.reasons import Reason
 from modelgrid_contract.result import (
     ENERGY_DISCREPANCY_LIMIT_PCT,
@@ -57,6 +58,7 @@ from modelgrid_contract.result import (
     RunMetrics,
     SamplerHealth,
     Spread,
+    Sweep,
     WorkDone,
 )
 
@@ -765,6 +767,7 @@ def _measure(
     float | None,
     list[float],
     EnergyModel | None,
+    Sweep | None,
 ]:
     runs: list[RunMetrics] = []
     windows: list[FloatArray] = []
@@ -772,7 +775,7 @@ def _measure(
     idle_power_w: float | None = None
     per_gpu_avg: list[float] = []
     if not per:
-        return runs, windows, None, None, per_gpu_avg, None
+        return runs, windows, None, None, per_gpu_avg, None, None
     energy = energy_model(per, ev.meta.sampler.interval_s)
     inst = instant_power(per, energy.integrals)
     base = ev.timeline.baseline
@@ -783,6 +786,17 @@ def _measure(
         runs.append(m)
         windows.append(win)
         samples.append(sample)
+    sweep = None
+    workload = ev.meta.workload
+    if workload.concurrency_levels is not None:
+        # the whole table from every run; the price, and every check on it, from the runs
+        # at the declared level alone
+        levels = [r.concurrency for r in ev.timeline.runs]
+        sweep = sweep_table(runs, levels, workload.levels(), workload.tier_level())
+        keep = [i for i, level in enumerate(levels) if level == workload.tier_level()]
+        runs = [runs[i] for i in keep]
+        windows = [windows[i] for i in keep]
+        samples = [samples[i] for i in keep]
     total_t = sum(r.duration_s for r in runs)
     for i, _ in enumerate(per):
         single = EnergyModel(
@@ -791,7 +805,7 @@ def _measure(
         e = sum(single.between(r.window_start_s, r.window_end_s) for r in runs)
         per_gpu_avg.append(e / total_t if total_t > 0 else 0.0)
     pooled = _pooled(ev, runs, windows, samples, idle_power_w)
-    return runs, windows, pooled, idle_power_w, per_gpu_avg, energy
+    return runs, windows, pooled, idle_power_w, per_gpu_avg, energy, sweep
 
 
 def analyze(ev: Evidence) -> BenchmarkResult:
@@ -803,7 +817,7 @@ def analyze(ev: Evidence) -> BenchmarkResult:
         found.flag(Flag.SIMULATED)
     if not meta.power_source.instant_power_field:
         found.flag(Flag.NO_INSTANT_POWER)
-    runs, _, pooled, idle_power_w, per_gpu_avg, energy = _measure(ev, per)
+    runs, _, pooled, idle_power_w, per_gpu_avg, energy, sweep = _measure(ev, per)
     if energy is not None and energy.counter_reset:
         found.flag(Flag.ENERGY_COUNTER_RESET)
     if energy is not None and not energy.from_counter:
@@ -846,6 +860,7 @@ def analyze(ev: Evidence) -> BenchmarkResult:
         work_done=gate,
         evidence=getattr(ev, "digests", None),
         job_nonce=meta.job_nonce,
+        sweep=sweep,
     )
 
 
@@ -901,8 +916,14 @@ def _pooled(
         if all(x is not None for x in integrals)
         else None
     )
+    priced = {r.run for r in runs}
     ttft = np.array(
-        [q.first_token_s - q.start_s for r in ev.timeline.runs for q in r.requests],
+        [
+            q.first_token_s - q.start_s
+            for r in ev.timeline.runs
+            if r.index in priced
+            for q in r.requests
+        ],
         dtype=np.float64,
     )
     pre = [r.prefill_energy_j for r in runs]

@@ -137,6 +137,8 @@ class RunRecord(_Strict):
     start_s: float
     end_s: float
     requests: list[RequestRecord]
+    #: Request streams in flight during the run (a concurrency sweep's level).
+    concurrency: int = Field(1, ge=1, le=1024)
 
 
 class Interval(_Strict):

@@ -110,9 +110,15 @@ def environment(source: PowerSource, gpus: list[GpuInfo]) -> Environment:
 
 
 def _run_requests(
-    backend: Backend, items: list[str], workload: Workload, sampler: Sampler
+    backend: Backend,
+    items: list[str],
+    workload: Workload,
+    sampler: Sampler,
+    concurrency: int | None = None,
 ) -> list[RequestRecord]:
-    """Run prompts in batches over `concurrency` streams; one record per prompt."""
+    """Run prompts in batches over `concurrency` streams (default: the workload's); one
+    record per prompt."""
+    streams = concurrency or workload.concurrency
     params = GenerationParams(
         input_tokens=workload.input_tokens,
         output_tokens=workload.tokens_per_sample,
@@ -153,7 +159,7 @@ def _run_requests(
 
     threads = [
         threading.Thread(target=stream, args=(i,), name=f"stream-{i}")
-        for i in range(min(workload.concurrency, max(work.qsize(), 1)))
+        for i in range(min(streams, max(work.qsize(), 1)))
     ]
     for t in threads:
         t.start()
@@ -199,17 +205,37 @@ def run_session(
         source.set_phase(LoadPhase.LOAD, allowed)
         if workload.warmup_samples:
             log.info("warm-up: %d samples", workload.warmup_samples)
+            # at the level that is priced: an engine's batch shapes are warm for it
             timeline.warmup = _run_requests(
-                backend, prompts(workload, warmup=True), workload, sampler
+                backend, prompts(workload, warmup=True), workload, sampler, workload.tier_level()
             )
         measured = prompts(workload)
+        levels = workload.levels()
+        # Interleaved (run 1 at every level, then run 2...): a drift of the node over the
+        # session falls on every level alike, and run i of one level is compared with run i
+        # of the first, close in time (seed 002's per-run deltas).
         for r in range(workload.repeats):
-            log.info("run %d/%d: %d samples", r + 1, workload.repeats, workload.samples)
-            start = sampler.now_s()
-            reqs = _run_requests(backend, measured, workload, sampler)
-            timeline.runs.append(
-                RunRecord(index=r, start_s=start, end_s=sampler.now_s(), requests=reqs)
-            )
+            for j, level in enumerate(levels):
+                log.info(
+                    "run %d/%d, level %d/%d (concurrency %d): %d samples",
+                    r + 1,
+                    workload.repeats,
+                    j + 1,
+                    len(levels),
+                    level,
+                    workload.samples,
+                )
+                start = sampler.now_s()
+                reqs = _run_requests(backend, measured, workload, sampler, level)
+                timeline.runs.append(
+                    RunRecord(
+                        index=len(timeline.runs),
+                        start_s=start,
+                        end_s=sampler.now_s(),
+                        requests=reqs,
+                        concurrency=level,
+                    )
+                )
         source.set_phase(LoadPhase.IDLE, allowed)
         # Long enough for the counter to update past the last request and for one more
         # telemetry read, which stands for a run too short to hold one (utilisation, processes).

@@ -249,6 +249,56 @@ class PooledMetrics(_Strict):
     readings: int = 0
 
 
+#: A run of a concurrency sweep is marked contended when its efficiency is below this share
+#: of its level's median efficiency (seed 002's "Contention" column, made a stated rule).
+CONTENTION_SHARE_OF_MEDIAN = 0.85
+
+
+class SweepRun(_Strict):
+    """One run of one level of a concurrency sweep, against the same run of the first level."""
+
+    concurrency: int = Field(ge=1, le=1024)
+    run: int = Field(ge=1, description="1-based, within its level")
+    tokens_per_s: float = Field(ge=0)
+    ttft_p50_ms: float | None
+    ttft_p95_ms: float | None
+    avg_power_w: float = Field(ge=0)
+    power_cv: float | None
+    joules_per_token: float | None
+    speedup: float | None = Field(description="tokens/s over the first level's same run")
+    efficiency_pct: float | None = Field(description="speedup / (level / first level), in %")
+    throughput_delta_tok_s: float | None = Field(description="tokens/s minus the first level's")
+    ttft_delta_ms: float | None = Field(description="TTFT p50 minus the first level's, in ms")
+    contention: bool
+
+
+class SweepLevel(_Strict):
+    """One level's runs summarised: means, the median TTFT, and seed 002's efficiency
+    statistics (mean, std, min, max, range, CV of the per-run efficiency)."""
+
+    concurrency: int = Field(ge=1, le=1024)
+    runs: int = Field(ge=0)
+    tokens_per_s: float = Field(ge=0)
+    ttft_p50_ms: float | None
+    avg_power_w: float = Field(ge=0)
+    power_cv: float | None
+    joules_per_token: float | None
+    speedup: float | None
+    efficiency: Spread | None
+    contended_runs: int = Field(ge=0)
+
+
+class Sweep(_Strict):
+    """A concurrency sweep: every run of every level, each level summarised, and the level
+    the tier was decided at (the result's runs and pooled figures are that level's)."""
+
+    levels: list[int]
+    tier_concurrency: int
+    contention_share_of_median: float = CONTENTION_SHARE_OF_MEDIAN
+    runs: list[SweepRun]
+    per_level: list[SweepLevel]
+
+
 class WorkDoneFloors(_Strict):
     """The floors a measurement must clear to count as work done (defaults: TierPolicy's)."""
 
@@ -359,6 +409,7 @@ class BenchmarkResult(_Strict):
     work_done: WorkDone | None = None
     evidence: EvidenceDigests | None = None
     job_nonce: JobNonce | None = None
+    sweep: Sweep | None = None
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -392,6 +443,42 @@ class CompactEngine(_Wire):
     version: str = Field(max_length=64)
     startup_s: Annotated[float, Field(ge=0)]
     command_sha256: str = Field(pattern=r"^[0-9a-f]{16}$", description="Of the command line")
+
+
+#: A figure that cannot be negative (power, energy, time, a rate).
+NonNegative = Annotated[float, Field(ge=0)]
+
+
+class CompactSweep(_Wire):
+    """A sweep's per-level summary, one entry a level in each list (the per-run table lives
+    in the evidence's result.json and in `modelgrid verdict` output)."""
+
+    levels: list[Annotated[int, Field(ge=1, le=1024)]] = Field(min_length=2, max_length=8)
+    tier_concurrency: int = Field(ge=1, le=1024)
+    runs: list[Annotated[int, Field(ge=0, le=100)]]
+    tokens_per_s: list[NonNegative]
+    ttft_p50_ms: list[NonNegative | None]
+    avg_power_w: list[NonNegative]
+    power_cv: list[NonNegative | None]
+    joules_per_token: list[NonNegative | None]
+    speedup: list[NonNegative | None]
+    efficiency_mean_pct: list[NonNegative | None]
+    efficiency_std_pct: list[NonNegative | None]
+    efficiency_min_pct: list[NonNegative | None]
+    efficiency_max_pct: list[NonNegative | None]
+    contended_runs: list[Annotated[int, Field(ge=0, le=100)]]
+
+    @model_validator(mode="after")
+    def _one_value_per_level(self) -> CompactSweep:
+        n = len(self.levels)
+        lists = [v for k, v in self.__dict__.items() if isinstance(v, list) and k != "levels"]
+        if any(len(v) != n for v in lists):
+            raise ValueError("every per-level list must have one value per level")
+        if any(b <= a for a, b in zip(self.levels, self.levels[1:], strict=False)):
+            raise ValueError("sweep levels must increase strictly")
+        if self.tier_concurrency not in self.levels:
+            raise ValueError("the tier's concurrency must be one of the sweep's levels")
+        return self
 
 
 class CompactGpu(_Wire):
@@ -435,10 +522,6 @@ class CompactRuns(_Wire):
         if n != {len(self.tokens_per_s)}:
             raise ValueError("every per-run list must have one value per run")
         return self
-
-
-#: A figure that cannot be negative (power, energy, time, a rate).
-NonNegative = Annotated[float, Field(ge=0)]
 
 
 class CompactResult(_Strict):
@@ -488,6 +571,7 @@ class CompactResult(_Strict):
     evidence: EvidenceDigests | None = None
     job_nonce: JobNonce | None = None
     engine: CompactEngine | None = None
+    sweep: CompactSweep | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> CompactResult:

@@ -62,6 +62,8 @@ def _compact_dict(result: BenchmarkResult, level: int) -> dict[str, Any]:
         truncated.append("runs")
     if level >= 2:
         truncated.append("run_stats")
+    if level >= 3 and result.sweep is not None:
+        truncated.append("sweep")
     if level >= 4:
         truncated.append("uuids")
 
@@ -147,6 +149,34 @@ def _compact_dict(result: BenchmarkResult, level: int) -> dict[str, Any]:
         "evidence": result.evidence.model_dump() if result.evidence else None,
         "job_nonce": result.job_nonce,
         "engine": _engine(result),
+        "sweep": _sweep(result) if level < 3 else None,
+    }
+
+
+def _sweep(result: BenchmarkResult) -> dict[str, Any] | None:
+    sw = result.sweep
+    if sw is None:
+        return None
+    lv = sw.per_level
+
+    def eff(attr: str) -> list[float | None]:
+        return [_round(getattr(x.efficiency, attr), 4) if x.efficiency else None for x in lv]
+
+    return {
+        "levels": list(sw.levels),
+        "tier_concurrency": sw.tier_concurrency,
+        "runs": [x.runs for x in lv],
+        "tokens_per_s": [_round(x.tokens_per_s, 5) for x in lv],
+        "ttft_p50_ms": [_round(x.ttft_p50_ms, 4) for x in lv],
+        "avg_power_w": [_round(x.avg_power_w, 5) for x in lv],
+        "power_cv": [_round(x.power_cv, 4) for x in lv],
+        "joules_per_token": [_round(x.joules_per_token, 4) for x in lv],
+        "speedup": [_round(x.speedup, 4) for x in lv],
+        "efficiency_mean_pct": eff("mean"),
+        "efficiency_std_pct": eff("std"),
+        "efficiency_min_pct": eff("min"),
+        "efficiency_max_pct": eff("max"),
+        "contended_runs": [x.contended_runs for x in lv],
     }
 
 
