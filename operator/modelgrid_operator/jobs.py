@@ -112,7 +112,8 @@ def benchmark_args(
     work-done gate's floors of the policy that will price the result, the Job's nonce, and
     for an endpoint the address classes the policy lets its host resolve to."""
     gate = floors or WorkDoneFloors()
-    workload = bench_workload(spec).model_dump(mode="json")
+    # unset sweep fields stay out, so an older benchmark image reads the same workload
+    workload = bench_workload(spec).model_dump(mode="json", exclude_none=True)
     src = spec.model.source
     args = ["run", "--workload-json", json.dumps(workload, separators=(",", ":"))]
     if src.random_weights is not None:

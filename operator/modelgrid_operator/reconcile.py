@@ -40,7 +40,13 @@ from modelgrid_operator.jobs import (
     job_nonce,
     model_claims,
 )
-from modelgrid_operator.verdict import engine_status, evaluate, measured_status, validate_result
+from modelgrid_operator.verdict import (
+    engine_status,
+    evaluate,
+    measured_status,
+    sweep_status,
+    validate_result,
+)
 
 HISTORY_LIMIT = 10
 #: A new run (new generation, expiry, rerun) withdraws the previous verdict: a JSON merge
@@ -58,6 +64,7 @@ CLEARED_VERDICT: dict[str, Any] = dict.fromkeys(
         "result",
         "environment",
         "flags",
+        "sweep",
         "completedAt",
         "expiresAt",
     )
@@ -388,6 +395,7 @@ def _verdict_status(
             **({"engine": engine_status(result)} if result.engine is not None else {}),
         },
         "flags": v.flags,
+        **({"sweep": sweep_status(result)} if result.sweep is not None else {}),
         "history": history,
         "conditions": conditions(
             obs.status.get("conditions", []),

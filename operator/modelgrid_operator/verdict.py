@@ -83,8 +83,10 @@ def validate_result(
     if check_identity:
         _identity(result, spec)
         _served_as_declared(result, spec)
+        _sweep_as_declared(result, spec)
     _placement(result, policy)
     _consistent(result)
+    _sweep_consistent(result)
     _complete(result)
     _plausible_interval(result)
     _work_done(result, policy)
@@ -191,6 +193,54 @@ def _served_as_declared(result: CompactResult, spec: QualificationSpec) -> None:
         f"the result was measured with backend {result.backend!r}, but the model source "
         f"runs on {want!r}",
     )
+
+
+def _sweep_as_declared(result: CompactResult, spec: QualificationSpec) -> None:
+    """The sweep the result reports is the declared one, priced at the declared level (the
+    workload digest covers the levels; this names what is wrong in words)."""
+    workload = bench_workload(spec)
+    sw = result.sweep
+    if workload.concurrency_levels is None:
+        if sw is not None:
+            raise ResultRejected(
+                Reason.WORKLOAD_MISMATCH, "the result reports a sweep, but none was declared"
+            )
+        return
+    if sw is None and "sweep" not in result.truncated:
+        raise ResultRejected(
+            Reason.WORKLOAD_MISMATCH,
+            "a concurrency sweep was declared, but the result reports none",
+        )
+    if sw is not None and (
+        tuple(sw.levels) != workload.concurrency_levels
+        or sw.tier_concurrency != workload.tier_level()
+    ):
+        raise ResultRejected(
+            Reason.WORKLOAD_MISMATCH,
+            f"the result's sweep has levels {sw.levels} priced at {sw.tier_concurrency}, not "
+            f"the declared {list(workload.concurrency_levels)} at {workload.tier_level()}",
+        )
+
+
+def _sweep_consistent(result: CompactResult) -> None:
+    """The priced runs are the tier level's: its row of the sweep is the mean of the result's
+    per-run figures (when the compact form still carries them)."""
+    sw, runs = result.sweep, result.runs
+    if sw is None or runs is None or not runs.tokens_per_s:
+        return
+    i = sw.levels.index(sw.tier_concurrency)
+    pairs = (
+        ("avg_power_w", sw.avg_power_w[i], runs.avg_power_w),
+        ("tokens_per_s", sw.tokens_per_s[i], runs.tokens_per_s),
+    )
+    for name, row, values in pairs:
+        mean = sum(values) / len(values)
+        if sw.runs[i] != len(values) or abs(row - mean) > ROUNDING_TOLERANCE * max(mean, 1e-9):
+            raise ResultRejected(
+                Reason.INCONSISTENT_RESULT,
+                f"the sweep's {name} at concurrency {sw.tier_concurrency} ({row:g} over "
+                f"{sw.runs[i]} runs) is not the priced runs' ({mean:g} over {len(values)})",
+            )
 
 
 def _placement(result: CompactResult, policy: TierPolicySpec) -> None:
@@ -647,6 +697,42 @@ def evaluate(
 
 def _drop_none(d: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in d.items() if v is not None}
+
+
+def sweep_status(result: CompactResult) -> dict[str, Any] | None:
+    """The concurrency sweep as `status.sweep` shows it (None: no sweep). Range and CV of the
+    efficiency follow from its min, max, mean and std."""
+    sw = result.sweep
+    if sw is None:
+        return None
+    levels = []
+    for i, level in enumerate(sw.levels):
+        mean, std = sw.efficiency_mean_pct[i], sw.efficiency_std_pct[i]
+        lo, hi = sw.efficiency_min_pct[i], sw.efficiency_max_pct[i]
+        efficiency = _drop_none(
+            {
+                "mean": mean,
+                "std": std,
+                "min": lo,
+                "max": hi,
+                "range": round(hi - lo, 4) if hi is not None and lo is not None else None,
+                "cv": round(std / mean, 6) if std is not None and mean else None,
+            }
+        )
+        entry = {
+            "concurrency": level,
+            "runs": sw.runs[i],
+            "tokensPerSecond": sw.tokens_per_s[i],
+            "ttftP50Ms": sw.ttft_p50_ms[i],
+            "avgPowerW": sw.avg_power_w[i],
+            "powerCV": sw.power_cv[i],
+            "joulesPerToken": sw.joules_per_token[i],
+            "speedup": sw.speedup[i],
+            "efficiency": efficiency or None,
+            "contendedRuns": sw.contended_runs[i],
+        }
+        levels.append(_drop_none(entry))
+    return {"tierConcurrency": sw.tier_concurrency, "levels": levels}
 
 
 def engine_status(result: CompactResult) -> dict[str, Any] | None:

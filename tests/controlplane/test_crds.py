@@ -442,6 +442,24 @@ INVALID_SPECS: list[tuple[str, dict[str, Any], str, str]] = [
         "server.port must be between 1024 and 65535",
     ),
     (
+        "sweep-not-increasing",
+        _with("workload.concurrencyLevels", [4, 1]),
+        "spec.workload.concurrencyLevels",
+        "concurrencyLevels must increase strictly, like [1, 4, 16]",
+    ),
+    (
+        "sweep-tier-not-a-level",
+        _with("workload", {"concurrencyLevels": [1, 4], "tierConcurrency": 8}),
+        "spec.workload",
+        "workload.tierConcurrency must be one of workload.concurrencyLevels",
+    ),
+    (
+        "sweep-and-concurrency",
+        _with("workload", {"concurrencyLevels": [1, 4], "concurrency": 2}),
+        "spec.workload",
+        "set workload.concurrencyLevels or workload.concurrency, not both",
+    ),
+    (
         "empty-source",
         _with("model.source", {}),
         "spec.model.source",

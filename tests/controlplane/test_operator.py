@@ -1044,3 +1044,41 @@ def test_an_engine_that_serves_fewer_tokens_than_asked_is_not_priced(
     assert "the engine generated a different number of tokens" in stalled["message"]
     assert f"({2 * 2 * (300 - 30)} in the measured runs)" in stalled["message"]
     _no_traceback_since(cluster, mark)
+
+
+@pytest.mark.timeout(VERDICT_WAIT_S + 120)
+def test_a_concurrency_sweep_of_three_levels_appears_in_status(
+    api: client.ApiClient, namespace: str, operator: dict[str, Any]
+) -> None:
+    """Three levels x three runs against the paced server, whose decode step grows 2 % with
+    every other sequence in flight: each higher level is faster, less than linearly. The tier
+    is declared at level 1, whose runs are long enough for whole 1 s windows on any machine."""
+    body = _served("srv-sweep")
+    body["spec"]["workload"] = {
+        **PACED_WORKLOAD,
+        "samples": 4,
+        "repeats": 3,
+        "concurrencyLevels": [1, 2, 4],
+        "tierConcurrency": 1,
+    }
+    _create(api, namespace, body)
+    obj = wait_for(
+        "the sweep's qualification to reach Succeeded or Failed",
+        lambda: _phase(api, namespace, "srv-sweep", "Succeeded", "Failed"),
+        VERDICT_WAIT_S,
+    )
+    st = obj["status"]
+    assert st["phase"] == "Succeeded", st
+    sweep = st["sweep"]
+    assert sweep["tierConcurrency"] == 1
+    assert [lv["concurrency"] for lv in sweep["levels"]] == [1, 2, 4]
+    assert [lv["runs"] for lv in sweep["levels"]] == [3, 3, 3]
+    one, two, four = sweep["levels"]
+    assert one["efficiency"]["mean"] == pytest.approx(100.0)
+    assert 1.0 < two["speedup"] < 2.0  # faster, less than linearly
+    assert four["speedup"] > two["speedup"]
+    assert 50.0 < four["efficiency"]["mean"] < 100.0
+    assert four["efficiency"]["range"] == pytest.approx(
+        four["efficiency"]["max"] - four["efficiency"]["min"], abs=1e-3
+    )
+    assert st["measured"]["tokensPerSecond"] == pytest.approx(one["tokensPerSecond"], rel=0.02)

@@ -99,15 +99,35 @@ def test_the_compact_form_carries_the_per_level_summary() -> None:
 
 
 def test_eight_gpus_five_levels_ten_runs_fit_the_termination_message_with_the_sweep() -> None:
-    ev = f.sweep_evidence(
-        (1, 2, 4, 8, 16), 10, efficiency=lambda lv, r: 1.0 - 0.01 * r, run_s=3.0, gpus=8
+    """The worst case the issue names: a real analysis of a five-level sweep, widened to 8
+    GPUs with full-length NVML UUIDs and 10 runs a level (every figure at full precision)."""
+    from modelgrid_contract.result import GpuInfo
+
+    res = analyze(f.sweep_evidence((1, 2, 4, 8, 16), 2, efficiency=lambda lv, r: 0.97**lv))
+    gpus = [
+        GpuInfo(index=i, name="NVIDIA H200", uuid=f"GPU-{i:08x}-1c2d-3e4f-5a6b-7c8d9e0f1a2b")
+        for i in range(8)
+    ]
+    assert res.sweep is not None
+    wide = res.model_copy(
+        update={
+            "environment": res.environment.model_copy(update={"gpus": gpus}),
+            "runs": [res.runs[i % len(res.runs)] for i in range(10)],
+            "sweep": res.sweep.model_copy(
+                update={
+                    "per_level": [lv.model_copy(update={"runs": 10}) for lv in res.sweep.per_level]
+                }
+            ),
+        }
     )
-    text = encode_compact(analyze(ev))
+    text = encode_compact(wide)
     assert len(text.encode()) <= TERMINATION_MESSAGE_LIMIT_BYTES
     compact = json.loads(text)
     assert "sweep" not in compact["truncated"]
     assert len(compact["sweep"]["levels"]) == 5
+    assert compact["sweep"]["runs"] == [10] * 5
     assert len(compact["gpu"]["uuids"]) == 8
+    assert decode_compact(text).sweep is not None
 
 
 @pytest.mark.parametrize(
@@ -167,3 +187,74 @@ def test_the_runner_interleaves_the_levels_at_their_concurrency() -> None:
         assert max(q.stream for q in run.requests) + 1 == run.concurrency
     assert res.sweep is not None
     assert [r.run for r in res.runs] == [1, 3]  # the tier's runs: the level-4 ones
+
+
+# -- the operator: the sweep it accepts, and status.sweep ---------------------------------
+
+
+def _operator_inputs():  # type: ignore[no-untyped-def]
+    from modelgrid_operator.api import QualificationSpec, TierPolicySpec
+    from modelgrid_operator.verdict import workload_digest
+
+    ev = f.sweep_evidence(LEVELS, 3, efficiency=_eff)
+    workload = ev.meta.workload.model_dump(mode="json", by_alias=True, exclude_none=True)
+    spec = QualificationSpec.model_validate(
+        {
+            "model": {"name": "m", "source": {"randomWeights": {"architecture": "tiny-llama"}}},
+            "workload": workload,
+        }
+    )
+    obj = json.loads(encode_compact(analyze(ev)))
+    obj["workload_digest"] = workload_digest(spec)
+    policy = TierPolicySpec.model_validate(f.shipped_policy_spec())
+    return spec, policy, obj
+
+
+def test_status_shows_each_level_and_the_level_the_tier_was_decided_at() -> None:
+    from modelgrid_operator.verdict import sweep_status, validate_result
+
+    spec, policy, obj = _operator_inputs()
+    result = validate_result(json.dumps(obj), spec, policy)
+    status = sweep_status(result)
+    assert status is not None
+    assert status["tierConcurrency"] == 16
+    assert [lv["concurrency"] for lv in status["levels"]] == [1, 4, 16]
+    four = status["levels"][1]["efficiency"]
+    assert four["mean"] == pytest.approx(90.0, rel=0.02)
+    assert four["range"] == pytest.approx(four["max"] - four["min"], abs=1e-3)
+    assert four["cv"] == pytest.approx(four["std"] / four["mean"], rel=1e-3)
+    assert status["levels"][2]["contendedRuns"] == 1
+
+
+@pytest.mark.parametrize(
+    ("edit", "reason", "says"),
+    [
+        (lambda sw: sw.update(tier_concurrency=4), "WorkloadMismatch", "priced at 4"),
+        (lambda sw: sw.update(levels=[1, 8, 16]), "WorkloadMismatch", "levels [1, 8, 16]"),
+        (
+            lambda sw: sw["avg_power_w"].__setitem__(2, 90.0),
+            "InconsistentResult",
+            "is not the priced runs'",
+        ),
+    ],
+)
+def test_a_sweep_other_than_declared_or_priced_is_refused(edit, reason: str, says: str) -> None:  # type: ignore[no-untyped-def]
+    from modelgrid_contract.wire import ResultRejected
+    from modelgrid_operator.verdict import validate_result
+
+    spec, policy, obj = _operator_inputs()
+    edit(obj["sweep"])
+    with pytest.raises(ResultRejected) as exc:
+        validate_result(json.dumps(obj), spec, policy)
+    assert exc.value.reason == reason
+    assert says in exc.value.message
+
+
+def test_a_declared_sweep_missing_from_the_result_is_refused() -> None:
+    from modelgrid_contract.wire import ResultRejected
+    from modelgrid_operator.verdict import validate_result
+
+    spec, policy, obj = _operator_inputs()
+    obj["sweep"] = None
+    with pytest.raises(ResultRejected, match="reports none"):
+        validate_result(json.dumps(obj), spec, policy)
