@@ -299,6 +299,14 @@ def test_a_policy_with_only_tiers_gets_every_default(crds: Cluster) -> None:
 # --------------------------------------------------------------------------- ModelQualification
 
 
+def test_the_served_example_is_accepted(crds: Cluster, namespace: str) -> None:
+    doc = yaml.safe_load((REPO / "examples" / "qualification-served.yaml").read_text())
+    doc["metadata"] = {"name": "served-example"}
+    mq = _create_mq(crds.api, namespace, doc)
+    assert mq["spec"]["model"]["source"]["server"]["engine"] == "vllm"
+    assert mq["spec"]["workload"]["concurrencyLevels"] == [1, 4, 16]
+
+
 def test_a_server_source_is_accepted_with_its_defaults(crds: Cluster, namespace: str) -> None:
     spec = _with("model.source", {"server": {**SERVER_VLLM, "args": ["--max-num-seqs", "64"]}})
     mq = _create_mq(crds.api, namespace, _mq("served", spec))

@@ -262,3 +262,29 @@ def test_the_compact_form_names_an_engine_exactly_for_a_server_backend() -> None
         json.dumps(f.priced_compact(backend="server", engine=ENGINE))
     )
     assert ok.engine is not None
+
+
+def test_the_served_example_is_a_valid_vllm_sweep_and_its_job_starts_vllm() -> None:
+    from pathlib import Path
+
+    import yaml
+
+    doc = yaml.safe_load(
+        (Path(__file__).resolve().parents[2] / "examples" / "qualification-served.yaml").read_text()
+    )
+    spec = QualificationSpec.model_validate(doc["spec"])
+    assert spec.model.source.server is not None
+    assert spec.workload.levels() == (1, 4, 16)
+    args = _container(
+        build_job(
+            name="q",
+            namespace="ns",
+            uid="u",
+            generation=1,
+            spec=spec,
+            settings=SETTINGS,
+            nonce=f.JOB_NONCE,
+        )
+    )["args"]
+    assert args[args.index("--engine") + 1] == "vllm"
+    assert json.loads(args[args.index("--workload-json") + 1])["concurrency_levels"] == [1, 4, 16]
