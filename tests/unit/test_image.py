@@ -8,8 +8,8 @@ from pathlib import Path
 DOCKERFILE = Path(__file__).resolve().parents[2] / "benchmark-image" / "Dockerfile"
 
 
-def _instructions() -> list[tuple[str, str]]:
-    text = DOCKERFILE.read_text().replace("\\\n", " ")
+def _instructions_of(path: Path) -> list[tuple[str, str]]:
+    text = path.read_text().replace("\\\n", " ")
     out = []
     for raw in text.splitlines():
         line = raw.strip()
@@ -17,6 +17,10 @@ def _instructions() -> list[tuple[str, str]]:
             word, _, rest = line.partition(" ")
             out.append((word.upper(), rest.strip()))
     return out
+
+
+def _instructions() -> list[tuple[str, str]]:
+    return _instructions_of(DOCKERFILE)
 
 
 def test_runs_as_a_numeric_non_root_user() -> None:
@@ -46,17 +50,6 @@ def test_the_package_never_enables_remote_code() -> None:
 
 
 ENGINES = DOCKERFILE.parent / "engines"
-
-
-def _instructions_of(path: Path) -> list[tuple[str, str]]:
-    text = path.read_text().replace("\\\n", " ")
-    out = []
-    for raw in text.splitlines():
-        line = raw.strip()
-        if line and not line.startswith("#"):
-            word, _, rest = line.partition(" ")
-            out.append((word.upper(), rest.strip()))
-    return out
 
 
 def test_every_engine_the_chart_names_has_a_recipe_that_runs_the_benchmark_unprivileged() -> None:
