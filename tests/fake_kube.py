@@ -11,7 +11,8 @@ import copy
 import itertools
 from typing import Any
 
-from modelgrid_operator.jobs import LABEL_CONTROLLER_UID, LABEL_QUALIFICATION
+from modelgrid_contract.progress import Progress, parse_progress
+from modelgrid_operator.jobs import LABEL_CONTROLLER_UID, LABEL_QUALIFICATION, qualification_of
 from modelgrid_operator.kube import BenchmarkAccessDenied, JobRefused
 
 
@@ -28,6 +29,8 @@ class FakeKube:
         self._uids = itertools.count(1)
         #: the benchmark namespace forbids the operator (its Role gone)
         self.denied = False
+        #: the log text of each pod (namespace, name), as pods/log would return its tail
+        self.logs: dict[tuple[str, str], str] = {}
 
     # -- qualifications and policies
     def get_qualification(self, namespace: str, name: str) -> dict[str, Any] | None:
@@ -99,6 +102,18 @@ class FakeKube:
         self.pvc_reads.append((namespace, name))
         obj = self.pvcs.get((namespace, name))
         return copy.deepcopy(obj) if obj else None
+
+    def progress_of(self, pod: dict[str, Any]) -> Progress | None:
+        meta = pod["metadata"]
+        return parse_progress(self.logs.get((meta["namespace"], meta["name"]), ""))
+
+    def running_benchmark_owners(self, namespace: str) -> list[tuple[str, str]]:
+        owners = []
+        for (ns, _), p in self.pods.items():
+            owner = qualification_of(p)
+            if ns == namespace and (p.get("status") or {}).get("phase") == "Running" and owner:
+                owners.append((owner[0], owner[1]))
+        return owners
 
     def active_benchmarks(self, namespace: str) -> int:
         return sum(1 for (ns, _), j in self.jobs.items() if ns == namespace and not j["status"])

@@ -14,7 +14,9 @@ import logging
 import os
 import re
 import shlex
+import signal
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -360,6 +362,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 output_dir=out,
                 work_floors=floors,
                 job_nonce=nonce,
+                report_progress=True,
             ),
             source,
             backend,
@@ -385,9 +388,21 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     return int(refused.exit_code) if refused is not None else int(ExitCode.OK)
 
 
+def _stop_on_sigterm() -> None:
+    """The kubelet stops a pod with SIGTERM: unwind (so a started engine is stopped and the
+    sampler closed) instead of dying where the signal lands."""
+    if threading.current_thread() is threading.main_thread():
+
+        def _raise(signum: int, _frame: object) -> None:
+            raise KeyboardInterrupt(f"signal {signum}")
+
+        signal.signal(signal.SIGTERM, _raise)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     raw = list(sys.argv[1:] if argv is None else argv)
     termination = os.environ.get("MODELGRID_TERMINATION_LOG")
+    _stop_on_sigterm()
     try:
         args = _parser().parse_args(_normalise_argv(raw))
         termination = getattr(args, "termination_log", None) or termination

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import ctypes
 import logging
 import os
 import signal
@@ -20,6 +21,7 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import httpx
 
@@ -34,6 +36,19 @@ TAIL_LINES = 20
 TAIL_CHARS = 600
 POLL_S = 0.25
 STOP_GRACE_S = 10.0
+
+
+try:  # loaded here, so that the forked child only calls it (no dlopen between fork and exec)
+    _PRCTL: Any = ctypes.CDLL("libc.so.6", use_errno=True).prctl
+except (OSError, AttributeError):  # not Linux: the engine is stopped by stop() alone
+    _PRCTL = None
+
+
+def _die_with_parent() -> None:
+    """In the engine's child: SIGKILL when the benchmark dies without stopping it (a killed
+    benchmark must not leave an engine holding the GPUs)."""
+    if _PRCTL is not None:
+        _PRCTL(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 class EngineError(BackendError):
@@ -147,6 +162,7 @@ class EngineProcess:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,  # its own group: stop() reaches its workers too
+                preexec_fn=_die_with_parent,  # noqa: PLW1509 - it calls only a preloaded prctl
             )
         except OSError as exc:
             raise EngineNotHealthyError(

@@ -27,6 +27,7 @@ from modelgrid_bench.analysis import analyze
 from modelgrid_bench.backends.base import Backend, GenerationParams
 from modelgrid_bench.errors import BenchError, RefusedError
 from modelgrid_bench.evidence import write_evidence, write_result
+from modelgrid_bench.progress import ProgressReporter
 from modelgrid_bench.records import (
     Evidence,
     Interval,
@@ -38,6 +39,7 @@ from modelgrid_bench.records import (
 from modelgrid_bench.sampler import Sampler
 from modelgrid_bench.sources import LoadPhase, PowerSource
 from modelgrid_bench.workload import batches, prompts
+from modelgrid_contract.progress import Stage
 from modelgrid_contract.reasons import Reason
 from modelgrid_contract.result import (
     ENGINE_IN_POD_BACKENDS,
@@ -67,6 +69,8 @@ class SessionConfig:
     output_dir: Path | None = None
     work_floors: WorkDoneFloors = field(default_factory=WorkDoneFloors)
     job_nonce: str | None = None
+    #: print progress lines for the operator (modelgrid_contract.progress)
+    report_progress: bool = False
 
 
 def check_gpus(gpus: list[GpuInfo], expect: str | None, count: int | None) -> None:
@@ -115,6 +119,7 @@ def _run_requests(
     workload: Workload,
     sampler: Sampler,
     concurrency: int | None = None,
+    progress: ProgressReporter | None = None,
 ) -> list[RequestRecord]:
     """Run prompts in batches over `concurrency` streams (default: the workload's); one
     record per prompt."""
@@ -144,6 +149,8 @@ def _run_requests(
             except BaseException as exc:
                 errors.append(exc)
                 return
+            if progress is not None:
+                progress.done(len(batch))
             with lock:
                 for i in range(len(batch)):
                     records.append(
@@ -185,13 +192,27 @@ def run_session(
     )
     sampler = Sampler(source, config.sampler.interval_s, config.sampler.telemetry_interval_s)
     timeline = Timeline()
+    levels = workload.levels()
+    progress = (
+        ProgressReporter(
+            workload.warmup_samples + workload.samples * workload.repeats * len(levels)
+        )
+        if config.report_progress
+        else None
+    )
+    if progress is not None:
+        progress.start()
     sampler.start()
     try:
         log.info("loading model %s", backend.info().model)
+        if progress is not None and backend.info().kind == "server":
+            progress.stage(Stage.ENGINE_STARTUP)
         backend.load()
         # The engine is loaded: its processes are on the GPUs, idle until the first request.
         source.set_phase(LoadPhase.IDLE, allowed)
         if config.idle_baseline_s > 0:
+            if progress is not None:
+                progress.stage(Stage.IDLE_BASELINE)
             b0 = sampler.now_s()
             time.sleep(config.idle_baseline_s)
             timeline.baseline = Interval(start_s=b0, end_s=sampler.now_s())
@@ -206,11 +227,17 @@ def run_session(
         if workload.warmup_samples:
             log.info("warm-up: %d samples", workload.warmup_samples)
             # at the level that is priced: an engine's batch shapes are warm for it
+            if progress is not None:
+                progress.stage(Stage.WARMUP)
             timeline.warmup = _run_requests(
-                backend, prompts(workload, warmup=True), workload, sampler, workload.tier_level()
+                backend,
+                prompts(workload, warmup=True),
+                workload,
+                sampler,
+                workload.tier_level(),
+                progress,
             )
         measured = prompts(workload)
-        levels = workload.levels()
         # Interleaved (run 1 at every level, then run 2...): a drift of the node over the
         # session falls on every level alike, and run i of one level is compared with run i
         # of the first, close in time (seed 002's per-run deltas).
@@ -225,8 +252,16 @@ def run_session(
                     level,
                     workload.samples,
                 )
+                if progress is not None:
+                    progress.stage(
+                        Stage.MEASURING,
+                        run=r + 1,
+                        runs=workload.repeats,
+                        level=j + 1,
+                        levels=len(levels),
+                    )
                 start = sampler.now_s()
-                reqs = _run_requests(backend, measured, workload, sampler, level)
+                reqs = _run_requests(backend, measured, workload, sampler, level, progress)
                 timeline.runs.append(
                     RunRecord(
                         index=len(timeline.runs),
@@ -242,9 +277,13 @@ def run_session(
         time.sleep(
             max(TAIL_S, 3 * config.sampler.interval_s, 1.2 * config.sampler.telemetry_interval_s)
         )
+        if progress is not None:
+            progress.stage(Stage.ANALYSING)
     finally:
         sampler.stop()
         backend.close()
+        if progress is not None:
+            progress.stop()
     if sampler.error is not None:
         raise sampler.error
     meta = SessionMeta(

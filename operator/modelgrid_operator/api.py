@@ -188,6 +188,9 @@ class QualificationSpec(_Api):
     )
     policy_ref: PolicyRef | None = Field(None, alias="policyRef")
     timeout_seconds: Annotated[int, Field(ge=60, le=86400)] = Field(3600, alias="timeoutSeconds")
+    progress_timeout_seconds: Annotated[int, Field(ge=30, le=86400)] = Field(
+        900, alias="progressTimeoutSeconds"
+    )
     reverify_after: str = Field("365d", alias="reverifyAfter")
     queue_name: str | None = Field(None, alias="queueName")
     attestation: Attestation | None = None

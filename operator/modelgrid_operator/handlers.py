@@ -147,6 +147,10 @@ class Reconciler:
             if j["metadata"]["name"] != current and _job_active(j)
         ]
         pods = self.kube.pods_of_job(job) if job else []
+        running = [p for p in pods if (p.get("status") or {}).get("phase") == "Running"]
+        progress = (
+            self.kube.progress_of(running[0]) if job and _job_active(job) and running else None
+        )
         # what only a Job about to be created needs: none yet, or this one finished (a rerun
         # or a re-verification makes the next attempt's)
         may_create = job is None or not _job_active(job)
@@ -169,6 +173,7 @@ class Reconciler:
             now=dt.datetime.now(dt.UTC),
             nonce=secrets.token_hex(16),
             volumes=volumes,
+            progress=progress,
         )
         d = decide(obs, self.settings.job)
         for old in d.delete_jobs:
@@ -276,6 +281,9 @@ def _changed(old: dict[str, Any], new: dict[str, Any]) -> bool:
 
 #: How often Jobs whose qualification is gone are looked for (and once at start).
 ORPHAN_SWEEP_S = 60.0
+#: How often a running benchmark's progress is read into its status (pods/log get, one call
+#: per running benchmark: bounded by the concurrency cap).
+PROGRESS_REFRESH_S = 10.0
 
 
 class _Watcher:
@@ -332,6 +340,14 @@ class _Watcher:
                 log.warning("orphaned-Job sweep failed: %s", exc)
             self.stop.wait(ORPHAN_SWEEP_S)
 
+    def _progress(self) -> None:
+        while not self.stop.wait(PROGRESS_REFRESH_S):
+            try:
+                for namespace, name in self.r.kube.running_benchmark_owners(self.r.bench_ns):
+                    self._enqueue(namespace, name)
+            except Exception as exc:  # the next round retries; progress only informs status
+                log.warning("progress refresh failed: %s", exc)
+
     def start(self) -> None:
         k, ns = self.r.kube, self.r.bench_ns
         for fn, name in (
@@ -342,6 +358,7 @@ class _Watcher:
                 target=self._loop, args=(fn,), name=f"watch-{name}", daemon=True
             ).start()
         threading.Thread(target=self._sweep, name="orphan-sweep", daemon=True).start()
+        threading.Thread(target=self._progress, name="progress", daemon=True).start()
 
 
 _runtime: dict[str, Any] = {}

@@ -14,15 +14,19 @@ import logging
 from collections.abc import Iterator
 from typing import Any, cast
 
+import urllib3
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
+from modelgrid_contract.progress import TAIL_LINES, Progress, parse_progress
 from modelgrid_operator.api import GROUP, MQ_PLURAL, TP_PLURAL, VERSION
 from modelgrid_operator.jobs import (
+    CONTAINER,
     LABEL_CONTROLLER_UID,
     LABEL_MANAGED,
     LABEL_QUALIFICATION,
     MANAGED_BY,
+    qualification_of,
 )
 
 log = logging.getLogger(__name__)
@@ -186,6 +190,34 @@ class Kube:
                 ):
                     out.append(pod)
             return out
+
+    def progress_of(self, pod: dict[str, Any]) -> Progress | None:
+        """The benchmark's last progress line in its log (pods/log get, the last few lines);
+        None when there is none or the log cannot be read (progress only informs status)."""
+        meta = pod.get("metadata") or {}
+        try:
+            text = self.core.read_namespaced_pod_log(
+                meta["name"], meta["namespace"], container=CONTAINER, tail_lines=TAIL_LINES
+            )
+        except (ApiException, urllib3.exceptions.HTTPError) as exc:
+            log.debug("no log of %s/%s: %s", meta.get("namespace"), meta.get("name"), exc)
+            return None
+        return parse_progress(text if isinstance(text, str) else "")
+
+    def running_benchmark_owners(self, namespace: str) -> list[tuple[str, str]]:
+        """(namespace, name) of the qualifications whose benchmark pods are running now."""
+        with _benchmark_access("listing running benchmark pods"):
+            pods = self.core.list_namespaced_pod(
+                namespace,
+                label_selector=f"{LABEL_MANAGED}={MANAGED_BY}",
+                field_selector="status.phase=Running",
+            ).items
+        owners = []
+        for pod in (self._dict(p) for p in pods):
+            owner = qualification_of(pod)
+            if owner is not None:
+                owners.append((owner[0], owner[1]))
+        return owners
 
     def list_benchmark_jobs(self, namespace: str) -> list[dict[str, Any]]:
         """Every benchmark Job in the benchmark namespace (metadata and status)."""

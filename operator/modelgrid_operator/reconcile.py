@@ -19,6 +19,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from modelgrid_contract.engines import EngineName, engine_arg_problems
+from modelgrid_contract.progress import LOADING_STAGES, Progress
 from modelgrid_contract.reasons import ENGINE_REASONS, ExitCode
 from modelgrid_contract.result import SCHEMA_FAILURE, BenchFailure
 from modelgrid_contract.wire import ResultRejected
@@ -104,6 +105,8 @@ class Observed:
     #: the model's claims in the benchmark namespace, None where absent (looked up only when
     #: a Job is to be created)
     volumes: dict[str, dict[str, Any] | None] = field(default_factory=dict)
+    #: the running benchmark's last progress line (read only while its pod runs)
+    progress: Progress | None = None
 
 
 @dataclass
@@ -419,6 +422,15 @@ def _verdict_status(
 
 
 def decide(obs: Observed, settings: JobSettings, *, queue_cap_applies: bool = True) -> Decision:
+    """What to do about one qualification, and its new status. Progress is shown only while
+    a benchmark runs: any other outcome removes it."""
+    d = _decide(obs, settings, queue_cap_applies=queue_cap_applies)
+    if "progress" not in d.status and obs.status.get("progress"):
+        d.status["progress"] = None
+    return d
+
+
+def _decide(obs: Observed, settings: JobSettings, *, queue_cap_applies: bool) -> Decision:
     st = obs.status
     base: dict[str, Any] = {"observedGeneration": obs.generation}
     try:
@@ -610,19 +622,25 @@ def decide(obs: Observed, settings: JobSettings, *, queue_cap_applies: bool = Tr
     running = [p for p in obs.pods if (p.get("status") or {}).get("phase") == "Running"]
     unschedulable = _unschedulable(obs.pods)
     if running:
+        node = running[0].get("spec", {}).get("nodeName")
+        progress = progress_status(obs, job["metadata"]["name"])
+        stall = _stalled(obs, spec, progress)
+        if stall is not None:
+            decision.status.update(_failed(obs, Reason.NO_PROGRESS.value, stall))
+            decision.status["progress"] = None
+            decision.delete_jobs.append(job["metadata"]["name"])  # frees the GPUs it holds
+            decision.events.append(("Warning", Reason.NO_PROGRESS.value, _clip(stall)))
+            return decision
         decision.status.update(
             _in_progress(
                 obs,
                 Phase.RUNNING,
                 Reason.RUNNING,
-                f"the benchmark is running on {running[0].get('spec', {}).get('nodeName')}",
-                (
-                    True,
-                    Reason.SCHEDULED.value,
-                    f"scheduled on {running[0].get('spec', {}).get('nodeName')}",
-                ),
+                f"the benchmark is running on {node}: {progress['summary']}",
+                (True, Reason.SCHEDULED.value, f"scheduled on {node}"),
             )
         )
+        decision.status["progress"] = progress
     elif unschedulable:
         decision.status.update(
             _in_progress(
@@ -644,6 +662,67 @@ def decide(obs: Observed, settings: JobSettings, *, queue_cap_applies: bool = Tr
             )
         )
     return decision
+
+
+#: Stage shown before the benchmark's first progress line (its process is starting).
+STARTING = "starting"
+
+
+def _moved_on(prev: dict[str, Any], now: dict[str, Any]) -> bool:
+    """Whether the benchmark went further than the previous status shows (a heartbeat that
+    repeats the same stage, run and requests does not)."""
+    fields = ("stage", "run", "level", "requestsDone")
+    return any(prev.get(f) != now.get(f) for f in fields)
+
+
+def progress_status(obs: Observed, job: str) -> dict[str, Any]:
+    """`status.progress` from the last progress line: when it last moved on is kept from the
+    previous status while the same Job's progress has not changed."""
+    p = obs.progress
+    prev = obs.status.get("progress") or {}
+    now = _iso(obs.now)
+    body: dict[str, Any] = {"stage": STARTING, "summary": STARTING}
+    if p is not None:
+        body = {
+            "stage": p.stage.value,
+            "run": p.run,
+            "runs": p.runs,
+            "level": p.level,
+            "levels": p.levels,
+            "requestsDone": p.done,
+            "requestsTotal": p.total,
+            "etaSeconds": p.eta_s,
+            "summary": p.summary(),
+        }
+    same_job = obs.status.get("jobName") == job
+    changed_at = prev.get("changedAt")
+    if not (same_job and changed_at) or _moved_on(prev, body):
+        changed_at = now
+    return {
+        **{k: v for k, v in body.items() if v is not None},
+        "updatedAt": now,
+        "changedAt": changed_at,
+    }
+
+
+def _stalled(obs: Observed, spec: QualificationSpec, progress: dict[str, Any]) -> str | None:
+    """Why the running benchmark counts as stalled (None: it is moving): its progress has
+    not changed for longer than allowed (more while the model loads or the engine starts)."""
+    changed = parse_iso(progress.get("changedAt"))
+    if changed is None:
+        return None
+    allowed = spec.progress_timeout_seconds
+    loading = progress.get("stage") in {STARTING, *(s.value for s in LOADING_STAGES)}
+    server = spec.model.source.server
+    if loading and server is not None:
+        allowed = max(allowed, server.startup_timeout_seconds + 120)
+    idle_s = (obs.now - changed).total_seconds()
+    if idle_s <= allowed:
+        return None
+    return (
+        f"the benchmark made no progress for {idle_s:.0f} s (stage {progress.get('summary')}); "
+        f"at most {allowed} s are allowed (spec.progressTimeoutSeconds), so its Job was stopped"
+    )
 
 
 #: A namespace being deleted refuses new objects; nothing to report to a qualification going too.

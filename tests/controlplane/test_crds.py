@@ -34,7 +34,17 @@ VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
 MQ_CRD = CRDS / "modelgrid.firmus.ai_modelqualifications.yaml"
 TP_CRD = CRDS / "modelgrid.firmus.ai_tierpolicies.yaml"
-PRINTER_HEADERS = ["NAME", "MODEL", "PHASE", "TIER", "DISCOUNT", "CV", "AVG POWER", "VERIFIED"]
+PRINTER_HEADERS = [
+    "NAME",
+    "MODEL",
+    "PHASE",
+    "TIER",
+    "DISCOUNT",
+    "CV",
+    "AVG POWER",
+    "PROGRESS",
+    "VERIFIED",
+]
 
 
 def _try(fn: Callable[[], Any]) -> Any:

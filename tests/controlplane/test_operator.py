@@ -1082,3 +1082,75 @@ def test_a_concurrency_sweep_of_three_levels_appears_in_status(
         four["efficiency"]["max"] - four["efficiency"]["min"], abs=1e-3
     )
     assert st["measured"]["tokensPerSecond"] == pytest.approx(one["tokensPerSecond"], rel=0.02)
+
+
+# --------------------------------------------------------------------------- live progress
+
+
+@pytest.mark.timeout(VERDICT_WAIT_S + 120)
+def test_a_running_qualification_shows_its_stages_in_order(
+    cluster: Cluster, api: client.ApiClient, namespace: str, operator: dict[str, Any]
+) -> None:
+    """The engine takes 25 s to become healthy, the warm-up 3 x 6 s, each run 12 s: every
+    stage lasts longer than the operator's 10 s refresh, however slow the machine."""
+    body = _served("srv-prog", "--start-delay-s", "25")
+    body["spec"]["workload"]["warmupSamples"] = 3
+    _create(api, namespace, body)
+    seen: list[str] = []
+    columns: list[str] = []
+
+    def watch_stages() -> Any:
+        obj = _get(api, namespace, "srv-prog")
+        st = obj.get("status") or {}
+        stage = (st.get("progress") or {}).get("stage")
+        if stage and (not seen or seen[-1] != stage):
+            seen.append(stage)
+        if stage == "measuring" and not columns:
+            columns.append(cluster.kubectl("get", "mq", "srv-prog", "-n", namespace))
+        return obj if st.get("phase") in ("Succeeded", "Failed") else None
+
+    obj = wait_for(
+        "srv-prog to finish while its progress is watched", watch_stages, VERDICT_WAIT_S, 1.0
+    )
+    assert obj["status"]["phase"] == "Succeeded", obj["status"]
+    wanted = ["engine-startup", "warmup", "measuring"]
+    it = iter(seen)
+    assert all(stage in it for stage in wanted), seen  # in this order, others between
+    assert "progress" not in obj["status"]  # gone once it ended
+    assert columns, seen
+    header, row = columns[0].splitlines()[:2]
+    assert "PROGRESS" in header.split()
+    assert "run " in row  # e.g. "run 1/2, ~20s left"
+
+
+@pytest.mark.timeout(400)
+def test_a_benchmark_that_stops_making_progress_is_failed_for_it(
+    cluster: Cluster, api: client.ApiClient, namespace: str, operator: dict[str, Any]
+) -> None:
+    """An engine that never finishes a token (a 10-minute decode step): the benchmark's
+    heartbeat goes on, but no request ends, so after progressTimeoutSeconds it is failed and
+    its Job stopped, long before its timeoutSeconds."""
+    mark = _log_mark(cluster)
+    body = _served("srv-stuck", "--step-ms", "600000")
+    body["spec"]["progressTimeoutSeconds"] = 30
+    body["spec"]["timeoutSeconds"] = 3600
+    _create(api, namespace, body)
+    obj = wait_for(
+        "the stuck benchmark to be failed for lack of progress",
+        lambda: _phase(api, namespace, "srv-stuck", "Failed", "Succeeded"),
+        300,
+    )
+    assert obj["status"]["phase"] == "Failed"
+    stalled = _cond(obj, "Stalled")
+    assert stalled["reason"] == "NoProgress"
+    assert "made no progress for" in stalled["message"]
+    assert "stage run 1/2" in stalled["message"]
+    assert "spec.progressTimeoutSeconds" in stalled["message"]
+    wait_for(
+        "the stuck benchmark's Job to be deleted",
+        lambda: not [j for j in _jobs(api, namespace) if not j.metadata.deletion_timestamp],
+        120,
+    )
+    events = [(e.type, e.reason) for e in _events(api, namespace, "srv-stuck")]
+    assert ("Warning", "NoProgress") in events
+    _no_traceback_since(cluster, mark)

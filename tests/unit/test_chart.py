@@ -578,6 +578,7 @@ OPERATOR_RULES = [
 BENCHMARK_RULES = [
     (["batch"], ["jobs"], ["get", "list", "watch", "create", "delete"]),
     ([""], ["pods"], ["list", "watch"]),
+    ([""], ["pods/log"], ["get"]),
     ([""], ["persistentvolumeclaims"], ["get"]),
 ]
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from modelgrid_contract.progress import Progress, Stage
 from modelgrid_operator.handlers import Reconciler
-from modelgrid_operator.jobs import JobSettings, job_nonce, qualification_of
+from modelgrid_operator.jobs import LABEL_CONTROLLER_UID, JobSettings, job_nonce, qualification_of
 from modelgrid_operator.settings import Settings
 from tests import factory as f
 from tests.fake_kube import FakeKube
@@ -144,3 +145,42 @@ def test_a_rerun_checks_the_model_volume_again() -> None:
     kube.pvc_reads.clear()
     r.reconcile("team-a", "q")  # finished: the next attempt may need the volume
     assert kube.pvc_reads == [(BENCH_NS, "llama")]
+
+
+def _running_pod(kube: FakeKube, job: dict[str, Any]) -> dict[str, Any]:
+    """The Job controller's pod for `job`, running, as the fake's pods_of_job finds it."""
+    name = job["metadata"]["name"] + "-abcde"
+    pod = {
+        "metadata": {
+            "name": name,
+            "namespace": BENCH_NS,
+            "labels": {
+                **job["spec"]["template"]["metadata"]["labels"],
+                LABEL_CONTROLLER_UID: job["metadata"]["uid"],
+            },
+            "annotations": dict(job["spec"]["template"]["metadata"]["annotations"]),
+            "ownerReferences": [
+                {"kind": "Job", "controller": True, "uid": job["metadata"]["uid"], "name": name}
+            ],
+        },
+        "spec": {"nodeName": "gpu-node-1", "containers": [{"name": "benchmark"}]},
+        "status": {"phase": "Running"},
+    }
+    kube.pods[(BENCH_NS, name)] = pod
+    return pod
+
+
+def test_a_running_benchmarks_progress_is_read_from_its_log_into_status() -> None:
+    kube, r = _world(_qualification("team-a", "q", "uid-a"))
+    r.reconcile("team-a", "q")
+    (job,) = kube.jobs.values()
+    pod = _running_pod(kube, job)
+    line = Progress(stage=Stage.MEASURING, run=1, runs=3, level=1, levels=1, done=4, total=20)
+    kube.logs[(BENCH_NS, pod["metadata"]["name"])] = "loading...\n" + line.line() + "\n"
+    assert kube.running_benchmark_owners(BENCH_NS) == [("team-a", "q")]
+    r.reconcile("team-a", "q")
+    status = kube.qualifications[("team-a", "q")]["status"]
+    assert status["phase"] == "Running"
+    assert status["progress"]["stage"] == "measuring"
+    assert status["progress"]["summary"] == "run 1/3"
+    assert status["progress"]["requestsDone"] == 4
