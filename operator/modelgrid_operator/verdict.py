@@ -158,8 +158,8 @@ def _identity(result: CompactResult, spec: QualificationSpec) -> None:
         )
 
 
-#: The backend each model source runs on; a result of another was not made for this spec.
 def _expected_backend(spec: QualificationSpec) -> str:
+    """The backend a model source runs on; a result of another was not made for this spec."""
     src = spec.model.source
     if src.server is not None:
         return "server"

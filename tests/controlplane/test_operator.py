@@ -944,6 +944,11 @@ def _served(name: str, *engine_flags: str, startup_s: int = 300) -> dict[str, An
     return body
 
 
+def _ended(api: client.ApiClient, namespace: str, name: str, what: str, timeout_s: float) -> Any:
+    """Wait until the qualification `name` is Succeeded or Failed (`what` says why it should)."""
+    return wait_for(what, lambda: _phase(api, namespace, name, "Succeeded", "Failed"), timeout_s)
+
+
 def _log_mark(cluster: Cluster) -> int:
     path = cluster.control_plane.log_dir / "operator.log"
     return path.stat().st_size if path.exists() else 0
@@ -962,9 +967,11 @@ def test_a_served_model_is_qualified_with_its_engine_in_status(
 ) -> None:
     mark = _log_mark(cluster)
     _create(api, namespace, _served("srv-ok", "--start-delay-s", "1"))
-    obj = wait_for(
+    obj = _ended(
+        api,
+        namespace,
+        "srv-ok",
         "the served qualification srv-ok to reach Succeeded or Failed",
-        lambda: _phase(api, namespace, "srv-ok", "Succeeded", "Failed"),
         VERDICT_WAIT_S,
     )
     st = obj["status"]
@@ -987,9 +994,11 @@ def test_an_engine_that_crashes_mid_run_fails_with_its_last_lines(
 ) -> None:
     mark = _log_mark(cluster)
     _create(api, namespace, _served("srv-crash", "--crash-after-tokens", "40"))
-    obj = wait_for(
+    obj = _ended(
+        api,
+        namespace,
+        "srv-crash",
         "the crashing engine's qualification to fail (two tries: backoffLimit 1)",
-        lambda: _phase(api, namespace, "srv-crash", "Failed", "Succeeded"),
         300,
     )
     assert obj["status"]["phase"] == "Failed"
@@ -1010,10 +1019,8 @@ def test_an_engine_that_never_becomes_healthy_fails_within_its_startup_time(
 ) -> None:
     mark = _log_mark(cluster)
     _create(api, namespace, _served("srv-sick", "--never-healthy", startup_s=10))
-    obj = wait_for(
-        "the never-healthy engine's qualification to fail",
-        lambda: _phase(api, namespace, "srv-sick", "Failed", "Succeeded"),
-        200,
+    obj = _ended(
+        api, namespace, "srv-sick", "the never-healthy engine's qualification to fail", 200
     )
     assert obj["status"]["phase"] == "Failed"
     stalled = _cond(obj, "Stalled")
@@ -1031,9 +1038,11 @@ def test_an_engine_that_serves_fewer_tokens_than_asked_is_not_priced(
 ) -> None:
     mark = _log_mark(cluster)
     _create(api, namespace, _served("srv-short", "--short-by", "30"))
-    obj = wait_for(
+    obj = _ended(
+        api,
+        namespace,
+        "srv-short",
         "the short-serving engine's qualification to end",
-        lambda: _phase(api, namespace, "srv-short", "Failed", "Succeeded"),
         VERDICT_WAIT_S,
     )
     st = obj["status"]
@@ -1062,9 +1071,11 @@ def test_a_concurrency_sweep_of_three_levels_appears_in_status(
         "tierConcurrency": 1,
     }
     _create(api, namespace, body)
-    obj = wait_for(
+    obj = _ended(
+        api,
+        namespace,
+        "srv-sweep",
         "the sweep's qualification to reach Succeeded or Failed",
-        lambda: _phase(api, namespace, "srv-sweep", "Succeeded", "Failed"),
         VERDICT_WAIT_S,
     )
     st = obj["status"]
@@ -1135,10 +1146,8 @@ def test_a_benchmark_that_stops_making_progress_is_failed_for_it(
     body["spec"]["progressTimeoutSeconds"] = 30
     body["spec"]["timeoutSeconds"] = 3600
     _create(api, namespace, body)
-    obj = wait_for(
-        "the stuck benchmark to be failed for lack of progress",
-        lambda: _phase(api, namespace, "srv-stuck", "Failed", "Succeeded"),
-        300,
+    obj = _ended(
+        api, namespace, "srv-stuck", "the stuck benchmark to be failed for lack of progress", 300
     )
     assert obj["status"]["phase"] == "Failed"
     stalled = _cond(obj, "Stalled")

@@ -160,7 +160,7 @@ def test_a_workload_without_a_sweep_keeps_its_digest() -> None:
     assert Workload(concurrency_levels=(1, 4)).digest() != w.digest()
 
 
-def test_the_runner_interleaves_the_levels_at_their_concurrency() -> None:
+def test_the_runner_interleaves_the_levels_at_their_concurrency(tmp_path) -> None:  # type: ignore[no-untyped-def]
     from modelgrid_bench.backends.base import BackendOptions, open_backend
     from modelgrid_bench.runner import SessionConfig, run_session
     from modelgrid_bench.sources import open_source
@@ -174,7 +174,10 @@ def test_the_runner_interleaves_the_levels_at_their_concurrency() -> None:
     try:
         ev, res = run_session(
             SessionConfig(
-                workload=workload, sampler=SamplerConfig(interval_s=0.01), idle_baseline_s=0.2
+                workload=workload,
+                sampler=SamplerConfig(interval_s=0.01),
+                idle_baseline_s=0.2,
+                output_dir=tmp_path,
             ),
             source,
             backend,
@@ -187,6 +190,14 @@ def test_the_runner_interleaves_the_levels_at_their_concurrency() -> None:
         assert max(q.stream for q in run.requests) + 1 == run.concurrency
     assert res.sweep is not None
     assert [r.run for r in res.runs] == [1, 3]  # the tier's runs: the level-4 ones
+
+    # The evidence keeps the whole table, and re-analysing it gives the same one.
+    from modelgrid_bench.evidence import read_evidence
+    from modelgrid_contract.result import BenchmarkResult
+
+    stored = BenchmarkResult.model_validate_json((tmp_path / "result.json").read_text())
+    assert stored.sweep == res.sweep
+    assert analyze(read_evidence(tmp_path)).sweep == res.sweep
 
 
 # -- the operator: the sweep it accepts, and status.sweep ---------------------------------
