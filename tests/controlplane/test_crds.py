@@ -1316,7 +1316,7 @@ def test_the_documented_example_and_its_status_round_trip(crds: Cluster, namespa
         "20",
         "0.0812",
         "139.6",
-        "Verified",
+        "Verified",  # PROGRESS is empty: it is shown only while a benchmark runs
     ]
     # The minimal example of the spec section is valid too.
     [minimal] = _yaml_blocks("### spec")[:1]
