@@ -342,6 +342,7 @@ def test_the_chart_makes_the_benchmark_namespace(release: Release) -> None:
         ("jobs", ("get", "list", "watch", "create", "delete")),
         ("persistentvolumeclaims", ("get",)),
         ("pods", ("list", "watch")),
+        ("pods/log", ("get",)),
     ]
     # The operator is the only subject bound to anything in the benchmark namespace.
     bindings = rbac.list_namespaced_role_binding(r.bench).items
@@ -376,6 +377,7 @@ def test_the_operator_may_do_what_it_does_and_nothing_else(release: Release) -> 
         ("list", "pods", "-n", r.bench),
         ("watch", "pods", "-n", r.bench),
         ("get", "persistentvolumeclaims", "-n", r.bench),
+        ("get", "pods/log", "-n", r.bench),  # a running benchmark's progress
         ("create", "events", "-n", r.work),
         ("watch", "customresourcedefinitions.apiextensions.k8s.io"),
         ("list", "namespaces"),  # watchNamespaces is set: kopf matches them
@@ -405,6 +407,8 @@ def test_the_operator_may_do_what_it_does_and_nothing_else(release: Release) -> 
         ("list", "pods", "-A"),
         ("watch", "pods", "-A"),
         ("list", "pods", "-n", r.work),
+        ("get", "pods/log", "-n", r.work),
+        ("get", "pods/log", "-A"),
         ("get", "persistentvolumeclaims", "-n", r.work),
         ("get", "persistentvolumeclaims", "-A"),
         ("create", "pods", "-n", r.work),
@@ -416,7 +420,6 @@ def test_the_operator_may_do_what_it_does_and_nothing_else(release: Release) -> 
         ("get", "pods", "-n", r.bench),
         ("create", "pods", "-n", r.bench),
         ("delete", "pods", "-n", r.bench),
-        ("get", "pods/log", "-n", r.bench),
         ("create", "pods/exec", "-n", r.bench),
         ("list", "persistentvolumeclaims", "-n", r.bench),
         ("create", "persistentvolumeclaims", "-n", r.bench),
