@@ -129,6 +129,56 @@ def ensure_benchmark_namespace(cluster: Cluster, name: str = DEFAULT_BENCHMARK_N
     return name
 
 
+#: The sandbox's evidence claim in the benchmark namespace (the chart's evidence.claimName).
+EVIDENCE_CLAIM = "modelgrid-evidence"
+
+
+def ensure_evidence_volume(
+    cluster: Cluster, namespace: str, claim: str = EVIDENCE_CLAIM, size: str = "10Gi"
+) -> Path:
+    """A PersistentVolume on a local folder and the claim bound to it in `namespace`, as a
+    platform team would provision one (here a hostPath volume, which the simulated kubelet
+    maps to the folder). The controller-manager binds them; returns the folder."""
+    folder = cluster.control_plane.workdir / "evidence" / namespace
+    folder.mkdir(parents=True, exist_ok=True)
+    core = client.CoreV1Api(cluster.api)
+    pv_name = f"{namespace}-{claim}"[:253]
+    pv = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolume",
+        "metadata": {"name": pv_name, "labels": {"app.kubernetes.io/part-of": "modelgrid"}},
+        "spec": {
+            "capacity": {"storage": size},
+            "accessModes": ["ReadWriteMany"],
+            "persistentVolumeReclaimPolicy": "Retain",
+            "storageClassName": "",
+            "hostPath": {"path": str(folder), "type": "DirectoryOrCreate"},
+            "claimRef": {"namespace": namespace, "name": claim},
+        },
+    }
+    pvc = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": claim, "namespace": namespace},
+        "spec": {
+            "accessModes": ["ReadWriteMany"],
+            "storageClassName": "",
+            "volumeName": pv_name,
+            "resources": {"requests": {"storage": size}},
+        },
+    }
+    for create in (
+        lambda: core.create_persistent_volume(pv),
+        lambda: core.create_namespaced_persistent_volume_claim(namespace, pvc),
+    ):
+        try:
+            create()
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+    return folder
+
+
 def install_project(cluster: Cluster) -> list[str]:
     """Apply the CRDs, the shipped TierPolicies and the sandbox's policy (simulated allowed)."""
     applied = []
@@ -184,7 +234,12 @@ def start_operator(
     metrics_port, live_port = free_port(), free_port()
     bench_ns = (extra_env or {}).get("MODELGRID_BENCHMARK_NAMESPACE", DEFAULT_BENCHMARK_NAMESPACE)
     ensure_benchmark_namespace(cluster, bench_ns)
+    # Kept evidence, as the chart configures it, unless the caller says otherwise ("" = none).
+    evidence_claim = (extra_env or {}).get("MODELGRID_EVIDENCE_CLAIM", EVIDENCE_CLAIM)
+    if evidence_claim:
+        ensure_evidence_volume(cluster, bench_ns, evidence_claim)
     env = {
+        "MODELGRID_EVIDENCE_CLAIM": evidence_claim,
         **os.environ,
         "KUBECONFIG": str(cluster.kubeconfig),
         "MODELGRID_BENCHMARK_NAMESPACE": bench_ns,

@@ -45,7 +45,6 @@ import tempfile
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -536,8 +535,16 @@ class NodeAgent:
 
     def _prepare(self, pod: Any, c: Any, spec: NodeSpec, poddir: Path, log_dir: Path) -> _Launch:
         mounts: dict[str, Path] = {}
+        raw_env = {
+            e.name: (self._env_from(pod, e.value_from) if e.value_from is not None else e.value)
+            or ""
+            for e in c.env or []
+        }
         for m in c.volume_mounts or []:
-            local = poddir / "volumes" / m.name / (m.sub_path or "")
+            sub = m.sub_path or _expand(m.sub_path_expr or "", raw_env)
+            if sub.startswith("/") or ".." in Path(sub).parts:
+                raise _CreateError(f"volume {m.name}: subPath {sub!r} must stay inside the volume")
+            local = self._volume_root(pod, m.name, poddir) / sub
             local.mkdir(parents=True, exist_ok=True)
             mounts[m.mount_path.rstrip("/") or "/"] = local
         term_in_pod = c.termination_message_path or "/dev/termination-log"
@@ -545,12 +552,17 @@ class NodeAgent:
         term_local.touch()
         mounts[term_in_pod] = term_local
 
+        # One pass over every mount (the longest first): a path already rewritten to a local
+        # folder (under /tmp, say) must not be rewritten again by another mount.
+        pattern = re.compile(
+            r"(?<![\w./-])("
+            + "|".join(re.escape(m) for m in sorted(mounts, key=len, reverse=True))
+            + r")(?=/|$|[\s\"',:;=])"
+        )
+
         def rewrite(value: str) -> str:
-            for mount in sorted(mounts, key=len, reverse=True):
-                pattern = r"(?<![\w./-])" + re.escape(mount) + r"(?=/|$|[\s\"',:;=])"
-                # A function replacement keeps backslashes in the path literal.
-                value = re.sub(pattern, _literal(str(mounts[mount])), value)
-            return value
+            # A function replacement keeps backslashes in the path literal.
+            return pattern.sub(lambda m: str(mounts[m.group(1)]), value)
 
         base: dict[str, str] = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
@@ -660,6 +672,26 @@ class NodeAgent:
         kubeconfig.write_text(json.dumps(doc, indent=2))
         kubeconfig.chmod(0o600)
         return kubeconfig
+
+    def _volume_root(self, pod: Any, volume: str, poddir: Path) -> Path:
+        """Where a pod volume lives on this node: a claim bound to a hostPath PersistentVolume
+        is that folder, shared by every pod and kept after them (the sandbox's evidence
+        volume); anything else is a folder of the pod's own, gone with it."""
+        source = next((v for v in pod.spec.volumes or [] if v.name == volume), None)
+        claim = getattr(source, "persistent_volume_claim", None)
+        if claim is not None:
+            try:
+                pvc = self.core.read_namespaced_persistent_volume_claim(
+                    claim.claim_name, pod.metadata.namespace
+                )
+                bound = pvc.spec.volume_name if pvc.spec is not None else None
+                pv = self.core.read_persistent_volume(bound or "")
+            except (ApiException, ValueError):
+                pv = None
+            host = getattr(getattr(pv, "spec", None), "host_path", None)
+            if host is not None:
+                return Path(host.path)
+        return poddir / "volumes" / volume
 
     def _env_from(self, pod: Any, source: Any) -> str | None:
         if source.field_ref is not None:
@@ -1299,10 +1331,6 @@ def _peer_closed(sock: Any) -> bool:
     """While a log streams the client sends nothing: something to read means it has gone."""
     readable, _, _ = select.select([sock], [], [], 0)
     return bool(readable)
-
-
-def _literal(text: str) -> Callable[[re.Match[str]], str]:
-    return lambda _m: text
 
 
 def _expand(value: str, env: dict[str, str]) -> str:

@@ -30,7 +30,11 @@ def _parse(argv: Sequence[str]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     _parse(sys.argv[1:] if argv is None else argv)
-    cfg = Settings.from_env()
+    try:
+        cfg = Settings.from_env()
+    except ValueError as exc:  # a misconfigured chart: one line, not a traceback
+        print(f"modelgrid-operator: error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     kopf.configure(log_format=kopf.LogFormat.JSON, verbose=False)
     kopf.run(
         standalone=True,  # one replica (Recreate); no peering objects needed

@@ -521,6 +521,8 @@ class Reason(StrEnum):
     #: the model's volume is not in the benchmark namespace, or not shared with the tenant's
     MODEL_VOLUME_MISSING = "ModelVolumeMissing"
     MODEL_VOLUME_NOT_SHARED = "ModelVolumeNotShared"
+    #: the configured evidence claim is missing: the benchmark runs, its evidence is not kept
+    EVIDENCE_NOT_KEPT = "EvidenceNotKept"
     #: the endpoint's host is cluster-internal or link-local and the TierPolicy does not allow it
     ENDPOINT_NOT_ALLOWED = "EndpointNotAllowed"
     #: the Job has more than one pod that finished with a result: which one measured is unknown

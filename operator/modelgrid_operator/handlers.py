@@ -16,7 +16,7 @@ import secrets
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 import kopf
@@ -155,7 +155,7 @@ class Reconciler:
         # or a re-verification makes the next attempt's)
         may_create = job is None or not _job_active(job)
         active = self.kube.active_benchmarks(self.bench_ns) if may_create else 0
-        volumes = self._volumes(spec) if may_create else {}
+        volumes = self._volumes(namespace, spec) if may_create else {}
         obs = Observed(
             name=name,
             namespace=namespace,
@@ -211,14 +211,13 @@ class Reconciler:
         )
         return d.requeue_after_s
 
-    def _volumes(self, spec: dict[str, Any]) -> dict[str, dict[str, Any] | None]:
-        """The model's claims as they are in the benchmark namespace (an invalid spec has
-        none: decide reports the spec)."""
-        try:
-            claims = model_claims(QualificationSpec.model_validate(spec))
-        except ValueError:
-            return {}
-        return {c: self.kube.get_pvc(self.bench_ns, c) for c in claims}
+    def _volumes(self, namespace: str, spec: dict[str, Any]) -> dict[str, dict[str, Any] | None]:
+        """The claims a new Job would mount, as they are in the benchmark namespace: the
+        model's (an invalid spec has none: decide reports the spec) and the evidence claim."""
+        claims = [self.settings.job.evidence_claim_for(namespace)]
+        with suppress(ValueError):
+            claims += model_claims(QualificationSpec.model_validate(spec))
+        return {c: self.kube.get_pvc(self.bench_ns, c) for c in dict.fromkeys(claims) if c}
 
     def delete_jobs_of(self, namespace: str, name: str, uid: str) -> None:
         """Delete every benchmark Job of a qualification that is gone (owner references cannot

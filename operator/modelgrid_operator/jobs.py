@@ -62,6 +62,12 @@ ENGINE_SHM_LIMIT = "16Gi"
 
 #: Where benchmark Jobs run unless the chart names another namespace.
 DEFAULT_BENCHMARK_NAMESPACE = "modelgrid-benchmarks"
+#: Where a kept-evidence Job says its evidence goes (claim and directory in it).
+ANNOTATION_EVIDENCE_CLAIM = f"{GROUP}/evidence-claim"
+ANNOTATION_EVIDENCE_PATH = f"{GROUP}/evidence-path"
+#: The pod's own name, which the evidence mount's subPathExpr ends in: every pod of a Job (a
+#: retry after a crash) writes its own directory, so no pod overwrites another's files.
+POD_NAME_VAR = "POD_NAME"
 #: A PersistentVolumeClaim in the benchmark namespace lists the tenant namespaces that may use
 #: it as a model source here (comma-separated, or "*" for all).
 ANNOTATION_SHARED_WITH = f"{GROUP}/shared-with"
@@ -87,6 +93,16 @@ class JobSettings:
         ("tgi", "ghcr.io/firmus/modelgrid-bench-tgi:0.1.0"),
         ("custom", ""),
     )
+    #: The PersistentVolumeClaim (in the benchmark namespace) that keeps every benchmark's
+    #: evidence; "" keeps none (the evidence lives in the pod's scratch space).
+    evidence_claim: str = ""
+    #: Per tenant namespace, another claim (its own retention or quota); "" for a namespace
+    #: turns kept evidence off there.
+    evidence_claims: tuple[tuple[str, str], ...] = ()
+
+    def evidence_claim_for(self, namespace: str) -> str:
+        """The claim that keeps the evidence of `namespace`'s benchmarks ("" when none)."""
+        return dict(self.evidence_claims).get(namespace, self.evidence_claim)
 
     def engine_image(self, engine: EngineName) -> str:
         """The image a server source's pod runs for `engine` ("" when there is none)."""
@@ -100,6 +116,13 @@ def job_name(name: str, uid: str, generation: int, attempt: int = 0) -> str:
     digest = hashlib.sha256(f"{uid}:{generation}:{attempt}".encode()).hexdigest()[:10]
     suffix = f"-g{generation}" + (f"r{attempt}" if attempt else "") + f"-{digest}"
     return name[: 63 - len(suffix)].rstrip("-.") + suffix
+
+
+def evidence_dir(namespace: str, name: str, uid: str, generation: int, attempt: int) -> str:
+    """The directory, inside the evidence claim, of one attempt of one generation of one
+    qualification (the uid keeps a deleted and recreated namesake apart); each of the
+    attempt's pods writes a subdirectory named after itself."""
+    return f"{namespace}/{name}/{uid}/g{generation}-a{attempt}"
 
 
 def benchmark_args(
@@ -164,7 +187,7 @@ def benchmark_args(
         "--interval-ms",
         str(spec.sampling_interval_ms),
         "--output-dir",
-        f"{RESULTS_DIR}/evidence",
+        RESULTS_DIR,
         "--min-joules-per-token-above-idle",
         repr(gate.min_joules_per_token_above_idle),
         "--min-gpu-util-pct",
@@ -239,9 +262,12 @@ def build_job(
     attempt: int = 0,
     floors: WorkDoneFloors | None = None,
     endpoint_access: EndpointAccess | None = None,
+    evidence_claim: str = "",
 ) -> dict[str, Any]:
     """The Job for (`namespace`/`name`, `uid`) at `generation` and `attempt`, created in
-    `settings.namespace`, whose result must echo `nonce`."""
+    `settings.namespace`, whose result must echo `nonce`. With `evidence_claim` the results
+    directory is that claim's `evidence_dir(...)/<pod>` (read-write, this pod's only), so the
+    evidence outlives the pod; without, scratch space."""
     hw = spec.hardware
     labels = {
         LABEL_QUALIFICATION: uid,
@@ -260,19 +286,32 @@ def build_job(
         {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
     ]
     tolerations += [t.model_dump(by_alias=True, exclude_none=True) for t in hw.tolerations]
-    volumes: list[dict[str, Any]] = [
-        {"name": "results", "emptyDir": {}},
-        {"name": "tmp", "emptyDir": {}},
-    ]
-    mounts: list[dict[str, Any]] = [
-        {"name": "results", "mountPath": RESULTS_DIR},
-        {"name": "tmp", "mountPath": "/tmp"},
-    ]
+    volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {}}]
+    mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]
     env: list[dict[str, Any]] = [
         {"name": "MODELGRID_TERMINATION_LOG", "value": "/dev/termination-log"},
         {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
         {"name": "HOME", "value": "/tmp"},
     ]
+    evidence_path = evidence_dir(namespace, name, uid, generation, attempt)
+    if evidence_claim:
+        volumes.insert(
+            0, {"name": "results", "persistentVolumeClaim": {"claimName": evidence_claim}}
+        )
+        mounts.insert(
+            0,
+            {
+                "name": "results",
+                "mountPath": RESULTS_DIR,
+                "subPathExpr": f"{evidence_path}/$({POD_NAME_VAR})",
+            },
+        )
+        env.append(
+            {"name": POD_NAME_VAR, "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}
+        )
+    else:
+        volumes.insert(0, {"name": "results", "emptyDir": {}})
+        mounts.insert(0, {"name": "results", "mountPath": RESULTS_DIR})
     weights = _weights(spec)
     if weights is not None:
         volumes.append(
@@ -343,6 +382,12 @@ def build_job(
     if settings.service_account:
         pod_spec["serviceAccountName"] = settings.service_account
     notes = {ANNOTATION_QUALIFICATION: name, ANNOTATION_QUALIFICATION_NAMESPACE: namespace}
+    if evidence_claim:
+        notes = {
+            **notes,
+            ANNOTATION_EVIDENCE_CLAIM: evidence_claim,
+            ANNOTATION_EVIDENCE_PATH: evidence_path,
+        }
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",

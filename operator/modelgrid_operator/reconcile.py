@@ -37,6 +37,7 @@ from modelgrid_operator.jobs import (
     ANNOTATION_SHARED_WITH,
     JobSettings,
     build_job,
+    evidence_dir,
     job_name,
     job_nonce,
     model_claims,
@@ -66,6 +67,7 @@ CLEARED_VERDICT: dict[str, Any] = dict.fromkeys(
         "environment",
         "flags",
         "sweep",
+        "evidence",
         "completedAt",
         "expiresAt",
     )
@@ -575,6 +577,9 @@ def _decide(obs: Observed, settings: JobSettings, *, queue_cap_applies: bool) ->
             )
             d.events = events + d.events
             return d
+        kept = evidence_read(obs, attempt, succeeded[-1], status.get("measured") or {})
+        if kept is not None:
+            status["evidence"] = kept
         decision.status.update(status)
         decision.events.extend(events)
         return decision
@@ -903,6 +908,61 @@ def installation_fault(obs: Observed, namespace: str, message: str) -> Decision:
     return decision
 
 
+def evidence_plan(obs: Observed, settings: JobSettings, attempt: int) -> tuple[str, dict[str, Any]]:
+    """The claim a new Job of `attempt` keeps its evidence on ("" for none) and
+    `status.evidence` for it.
+
+    No claim configured, or the configured one missing: the benchmark runs all the same (a
+    price does not depend on where its evidence is kept) and status says where it went."""
+    claim = settings.evidence_claim_for(obs.namespace)
+    if not claim:
+        return "", {
+            "kept": False,
+            "message": "no evidence volume is configured (chart value evidence.claimName): "
+            "the trace, telemetry and timeline lived in the benchmark pod's scratch space and "
+            "are gone with it",
+        }
+    if obs.volumes.get(claim) is None:
+        return "", {
+            "kept": False,
+            "claimName": claim,
+            "message": f"the evidence claim {claim!r} does not exist in the benchmark "
+            "namespace: this benchmark's evidence is not kept (docs/operations.md, 'Kept "
+            "evidence')",
+        }
+    path = evidence_dir(obs.namespace, obs.name, obs.uid, obs.generation, attempt)
+    return claim, {
+        "kept": True,
+        "claimName": claim,
+        "path": path,
+        "message": f"kept on claim {claim!r}, one directory per pod under {path}",
+    }
+
+
+#: The digests of `status.measured.evidence` that `status.evidence` repeats beside the path.
+EVIDENCE_DIGEST_KEYS = ("traceSha256", "telemetrySha256", "columnsSha256")
+
+
+def evidence_read(
+    obs: Observed, attempt: int, pod: dict[str, Any], measured: dict[str, Any]
+) -> dict[str, Any] | None:
+    """`status.evidence` once `pod`'s result is read: that pod's directory and the digests
+    its files must have (the priced result's). None when the evidence is not kept."""
+    prior = obs.status.get("evidence") or {}
+    if not prior.get("kept"):
+        return None
+    pod_name = str((pod.get("metadata") or {}).get("name") or "")
+    path = f"{evidence_dir(obs.namespace, obs.name, obs.uid, obs.generation, attempt)}/{pod_name}"
+    digests = measured.get("evidence") or {}
+    return {
+        **prior,
+        "pod": pod_name,
+        "path": path,
+        "message": f"kept on claim {prior.get('claimName')!r} under {path}",
+        **{k: digests[k] for k in EVIDENCE_DIGEST_KEYS if k in digests},
+    }
+
+
 def _until(now: dt.datetime, when: dt.datetime | None) -> float | None:
     if when is None:
         return None
@@ -941,6 +1001,7 @@ def _start(
             if obs.status.get("phase") != Phase.QUEUED.value
             else [],
         )
+    evidence_claim, evidence = evidence_plan(obs, settings, attempt)
     manifest = build_job(
         name=obs.name,
         namespace=obs.namespace,
@@ -952,6 +1013,7 @@ def _start(
         attempt=attempt,
         floors=policy.work_done.floors(),
         endpoint_access=policy.endpoint_access,
+        evidence_claim=evidence_claim,
     )
     name = manifest["metadata"]["name"]
     message = f"Job {name} created" + (f" ({why})" if why else "")
@@ -962,13 +1024,18 @@ def _start(
         message,
         (False, "Pending", "the benchmark pod is not scheduled yet"),
     )
-    status.update({"jobName": name, "startedAt": _iso(obs.now), **CLEARED_VERDICT})
+    status.update(
+        {"jobName": name, "startedAt": _iso(obs.now), **CLEARED_VERDICT, "evidence": evidence}
+    )
+    events = [("Normal", reason.value, message)]
+    if evidence.get("claimName") and not evidence["kept"]:
+        events.append(("Warning", Reason.EVIDENCE_NOT_KEPT.value, evidence["message"]))
     return Decision(
         {**base, **status},
         action=ActionKind.CREATE_JOB,
         job=manifest,
         delete_jobs=list(obs.stale_jobs),
-        events=[("Normal", reason.value, message)],
+        events=events,
     )
 
 

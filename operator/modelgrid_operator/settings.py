@@ -8,9 +8,27 @@ from dataclasses import dataclass, field
 from modelgrid_operator.jobs import DEFAULT_BENCHMARK_NAMESPACE, JobSettings
 
 
+def _claims(text: str) -> tuple[tuple[str, str], ...]:
+    """`ns=claim,ns2=claim2` (MODELGRID_EVIDENCE_CLAIMS): a claim per tenant namespace."""
+    pairs = []
+    for item in text.split(","):
+        ns, sep, claim = item.partition("=")
+        if not sep or not ns.strip():
+            if item.strip():
+                raise ValueError(
+                    f"MODELGRID_EVIDENCE_CLAIMS: {item.strip()!r} is not namespace=claim"
+                )
+            continue
+        pairs.append((ns.strip(), claim.strip()))
+    return tuple(pairs)
+
+
 def _int(name: str, default: int) -> int:
     raw = os.environ.get(name, "")
-    return int(raw) if raw.strip() else default
+    try:
+        return int(raw) if raw.strip() else default
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not a whole number") from None
 
 
 @dataclass(frozen=True)
@@ -44,5 +62,7 @@ class Settings:
                     (name, env.get(f"MODELGRID_ENGINE_IMAGE_{name.upper()}", default))
                     for name, default in JobSettings.engine_images
                 ),
+                evidence_claim=env.get("MODELGRID_EVIDENCE_CLAIM", "").strip(),
+                evidence_claims=_claims(env.get("MODELGRID_EVIDENCE_CLAIMS", "")),
             ),
         )

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import base64
 import copy
+import hashlib
 import json
 import socket
+import subprocess
 import sys
 import urllib.request
 from collections.abc import Iterator
@@ -1163,3 +1165,48 @@ def test_a_benchmark_that_stops_making_progress_is_failed_for_it(
     events = [(e.type, e.reason) for e in _events(api, namespace, "srv-stuck")]
     assert ("Warning", "NoProgress") in events
     _no_traceback_since(cluster, mark)
+
+
+@pytest.mark.timeout(VERDICT_WAIT_S + 240)
+def test_the_kept_evidence_outlives_the_job_and_reproduces_the_status(
+    cluster: Cluster, api: client.ApiClient, namespace: str, operator: dict[str, Any]
+) -> None:
+    """The sandbox keeps evidence on a claim bound to a local folder (as the chart's
+    benchmark.evidence.claimName does): the pod's files are there after the Job is gone, and
+    re-analysing them gives back the very result the operator priced."""
+    _create(api, namespace, _mq("kept"))
+    obj = wait_for(
+        "the paced qualification 'kept' to reach Succeeded or Failed",
+        lambda: _phase(api, namespace, "kept", "Succeeded", "Failed"),
+        VERDICT_WAIT_S,
+    )
+    st = obj["status"]
+    assert st["phase"] == "Succeeded", st
+    ev = st["evidence"]
+    assert ev["kept"] is True, ev
+    assert ev["claimName"] == "modelgrid-evidence"
+    uid = obj["metadata"]["uid"]
+    assert ev["path"] == f"{namespace}/kept/{uid}/g1-a0/{ev['pod']}"
+    folder = cluster.control_plane.workdir / "evidence" / BENCHMARK_NAMESPACE / ev["path"]
+    assert (folder / "trace.csv").is_file(), sorted(
+        str(p) for p in (cluster.control_plane.workdir / "evidence").rglob("*")
+    )
+    trace_sha = hashlib.sha256((folder / "trace.csv").read_bytes()).hexdigest()
+    assert trace_sha == ev["traceSha256"] == st["measured"]["evidence"]["traceSha256"]
+
+    batch = client.BatchV1Api(api)
+    batch.delete_namespaced_job(st["jobName"], BENCHMARK_NAMESPACE, propagation_policy="Foreground")
+    wait_for("the Job to be gone", lambda: not _jobs(api, namespace), 120)
+    wait_for("its pods to be gone", lambda: not benchmark_pods(api, namespace), 120)
+    names = {p.name for p in folder.iterdir()}
+    assert {"trace.csv", "telemetry.csv", "evidence.json", "result.json"} <= names, names
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "modelgrid_bench", "analyze", str(folder)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.stdout.strip() == st["result"], proc.stderr
+    assert "Traceback" not in proc.stderr

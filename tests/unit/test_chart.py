@@ -287,6 +287,8 @@ def test_the_defaults_render_the_operator(helm: Path) -> None:
         "MODELGRID_ENGINE_IMAGE_SGLANG": "ghcr.io/firmus/modelgrid-bench-sglang:0.1.0",
         "MODELGRID_ENGINE_IMAGE_TGI": "ghcr.io/firmus/modelgrid-bench-tgi:0.1.0",
         "MODELGRID_ENGINE_IMAGE_CUSTOM": "",
+        "MODELGRID_EVIDENCE_CLAIM": "",
+        "MODELGRID_EVIDENCE_CLAIMS": "",
         "MODELGRID_BACKOFF_LIMIT": "2",
         "MODELGRID_JOB_TTL_SECONDS": "86400",
         "MODELGRID_DEFAULT_POLICY": "model-card",
@@ -351,6 +353,8 @@ def test_every_value_reaches_the_manifests(helm: Path) -> None:
         "MODELGRID_ENGINE_IMAGE_TGI": "",
         "MODELGRID_ENGINE_IMAGE_CUSTOM": "registry.example.com/modelgrid-bench:0.1.0-cuda12",
         "MODELGRID_BENCH_SERVICE_ACCOUNT": "modelgrid-bench",
+        "MODELGRID_EVIDENCE_CLAIM": "modelgrid-evidence",
+        "MODELGRID_EVIDENCE_CLAIMS": "team-b=team-b-evidence",
         "MODELGRID_BACKOFF_LIMIT": "1",
         "MODELGRID_JOB_TTL_SECONDS": "3600",
         "MODELGRID_DEFAULT_POLICY": "cv-only",
@@ -360,6 +364,14 @@ def test_every_value_reaches_the_manifests(helm: Path) -> None:
         "MODELGRID_LIVENESS_ENDPOINT": "http://0.0.0.0:9081/healthz",
     }
     assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"metrics": 9090, "healthz": 9081}
+    claim = one(docs, "PersistentVolumeClaim", "modelgrid-evidence")
+    assert claim["metadata"]["namespace"] == "team-benchmarks"
+    assert claim["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    assert claim["spec"] == {
+        "accessModes": ["ReadWriteOnce"],
+        "storageClassName": "fast-rwx",
+        "resources": {"requests": {"storage": "500Gi"}},
+    }
     assert c["livenessProbe"] == {
         "httpGet": {"path": "/healthz", "port": "healthz"},
         "initialDelaySeconds": 5,

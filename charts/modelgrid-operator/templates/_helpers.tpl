@@ -72,3 +72,12 @@ never a tenant's, nor the release namespace (where the operator's credentials li
 {{- define "modelgrid-operator.benchmarkSelectorLabels" -}}
 app.kubernetes.io/name: modelgrid-benchmark
 {{- end }}
+
+{{/* benchmark.evidence.perNamespace as MODELGRID_EVIDENCE_CLAIMS: namespace=claim,... */}}
+{{- define "modelgrid-operator.evidenceClaims" -}}
+{{- $pairs := list }}
+{{- range $ns, $claim := .Values.benchmark.evidence.perNamespace }}
+{{- $pairs = append $pairs (printf "%s=%s" $ns $claim) }}
+{{- end }}
+{{- join "," $pairs }}
+{{- end }}
