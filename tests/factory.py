@@ -555,3 +555,108 @@ def sweep_evidence(
         }
     )
     return ev
+
+
+# --------------------------------------------------------------------------- custom resources
+
+#: The model card policy's tiers as status.tier has them.
+MODEL_CARD_TIERS: dict[int, dict[str, Any]] = {
+    1: {
+        "name": "tier-1",
+        "number": 1,
+        "label": "Tier 1 - Low Variance",
+        "stability": "Stable",
+        "discountPercent": 20,
+    },
+    2: {
+        "name": "tier-2",
+        "number": 2,
+        "label": "Tier 2 - Medium Variance",
+        "stability": "Moderate",
+        "discountPercent": 10,
+    },
+    3: {
+        "name": "tier-3",
+        "number": 3,
+        "label": "Tier 3 - High Variance",
+        "stability": "Unstable",
+        "discountPercent": 0,
+    },
+}
+
+
+def qualification_cr(
+    name: str,
+    namespace: str = "team-a",
+    *,
+    model: str | None = None,
+    phase: str = "Succeeded",
+    tier_number: int | None = 1,
+    cv: float = 0.05,
+    cv_low: float | None = 0.04,
+    cv_high: float | None = 0.06,
+    avg_power_w: float = 120.0,
+    power_std_w: float = 6.0,
+    reason: str = "",
+    message: str = "",
+    policy: str = "model-card",
+    runs: Sequence[tuple[float, float]] = (),
+    simulated: bool = False,
+    evidence: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A ModelQualification as the apiserver returns it once the operator wrote its status:
+    Succeeded with a tier (and the measured figures), or another phase with the condition's
+    `reason` and `message` (Failed: Stalled; otherwise Reconciling). `runs` are (power CV,
+    avg power W) per run."""
+    status: dict[str, Any] = {"phase": phase, "observedGeneration": 1}
+    if phase == "Succeeded" and tier_number is not None:
+        status.update(
+            {
+                "tier": dict(MODEL_CARD_TIERS[tier_number]),
+                "discountPercent": MODEL_CARD_TIERS[tier_number]["discountPercent"],
+                "discountApproved": tier_number < 3,
+                "policy": {"name": policy, "generation": 1},
+                "environment": {"gpu": "NVIDIA H200", "gpuCount": 1, "simulated": simulated},
+                "measured": {
+                    "powerCV": cv,
+                    "avgPowerW": avg_power_w,
+                    "powerStdW": power_std_w,
+                    "tierMetric": "power_cv_1s",
+                    **({"powerCVLow": cv_low} if cv_low is not None else {}),
+                    **({"powerCVHigh": cv_high} if cv_high is not None else {}),
+                    "runs": [
+                        {
+                            "run": i,
+                            "powerCV": c,
+                            "avgPowerW": w,
+                            "joulesPerToken": 0.5,
+                            "tokensPerSecond": 40.0,
+                        }
+                        for i, (c, w) in enumerate(runs)
+                    ],
+                },
+                "conditions": [
+                    {"type": "Ready", "status": "True", "reason": "Qualified", "message": "ok"}
+                ],
+            }
+        )
+    else:
+        ctype = "Stalled" if phase == "Failed" else "Reconciling"
+        status["conditions"] = [
+            {"type": "Ready", "status": "False", "reason": reason or phase, "message": message},
+            {"type": ctype, "status": "True", "reason": reason or phase, "message": message},
+        ]
+    if evidence is not None:
+        status["evidence"] = evidence
+    return {
+        "apiVersion": "modelgrid.firmus.ai/v1alpha1",
+        "kind": "ModelQualification",
+        "metadata": {"name": name, "namespace": namespace, "uid": f"uid-{name}", "generation": 1},
+        "spec": {
+            "model": {
+                "name": model or f"{name}-model",
+                "source": {"randomWeights": {"architecture": "tiny-llama"}},
+            },
+        },
+        "status": status,
+    }

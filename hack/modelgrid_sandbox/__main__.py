@@ -8,16 +8,55 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
+import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 
+from modelgrid_operator.jobs import DEFAULT_BENCHMARK_NAMESPACE
 from modelgrid_sandbox.cluster import install_project, start_cluster, start_operator
 from modelgrid_sandbox.controlplane import REPO
 
 EXAMPLE = REPO / "examples" / "qualification.yaml"
+REPORT_DIR = REPO / "build" / "sandbox-report"
+
+
+def evidence_root(cluster: object) -> Path:
+    """Where the sandbox's evidence claim lives on this machine (a local folder)."""
+    workdir: Path = cluster.control_plane.workdir  # type: ignore[attr-defined]
+    return workdir / "evidence" / DEFAULT_BENCHMARK_NAMESPACE
+
+
+def _report(cluster: object, out: Path) -> int:
+    """`kubectl modelgrid report -A` through kubectl's plugin mechanism, as a user runs it."""
+    kubectl = cluster.control_plane.bin_dir / "kubectl"  # type: ignore[attr-defined]
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "KUBECONFIG": str(cluster.kubeconfig),  # type: ignore[attr-defined]
+    }
+    argv = [
+        str(kubectl),
+        "modelgrid",
+        "report",
+        "-A",
+        "--evidence-root",
+        str(evidence_root(cluster)),
+        "--output-dir",
+        str(out),
+    ]
+    print(f"$ kubectl modelgrid report -A --evidence-root ... --output-dir {out}", flush=True)
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300, check=False)
+    sys.stdout.write(proc.stdout)
+    if proc.returncode != 0:
+        print(f"the report failed: {proc.stderr.strip()}", file=sys.stderr)
+        return proc.returncode
+    report = (out / "report.md").read_text()
+    print(report.split("## Key Findings:")[0], flush=True)
+    return 0
 
 
 def _wait_ready_nodes(cluster: object, timeout_s: float = 60) -> None:
@@ -74,7 +113,7 @@ def _demo(cluster: object, timeout_s: float) -> int:
             flush=True,
         )
     print(f"reasoning: {st['reasoning']}", flush=True)
-    return 0
+    return _report(cluster, REPORT_DIR)
 
 
 def main() -> int:
@@ -120,6 +159,7 @@ def main() -> int:
             code = _demo(cluster, args.demo_timeout)
         else:
             print(f"export KUBECONFIG={args.kubeconfig_out}", flush=True)
+            print(f"kept evidence (the claim modelgrid-evidence): {evidence_root(cluster)}")
             print("sandbox is up; Ctrl-C stops it and removes everything", flush=True)
             stop.wait(args.exit_after)
     finally:

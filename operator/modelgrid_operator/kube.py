@@ -66,6 +66,41 @@ def _api_message(exc: ApiException) -> str:
     return str(text or exc.reason or "refused")
 
 
+class KubeconfigError(Exception):
+    """No usable kubeconfig or context (one line, for a command line to print)."""
+
+
+class ApiError(Exception):
+    """A request a command line made failed (refused, forbidden, unreachable): one line."""
+
+
+@contextlib.contextmanager
+def api_call(what: str) -> Iterator[None]:
+    """Turn the client's failures while doing `what` into an `ApiError` of one line."""
+    try:
+        yield
+    except ApiException as exc:
+        raise ApiError(f"{what}: {exc.status} {_api_message(exc)}") from exc
+    except (urllib3.exceptions.HTTPError, OSError) as exc:
+        raise ApiError(f"{what}: the API server cannot be reached ({exc})") from exc
+
+
+def client_for(kubeconfig: str | None, context: str | None) -> tuple[client.ApiClient, str]:
+    """An API client for `context` of `kubeconfig` (kubectl's defaults when None: $KUBECONFIG,
+    ~/.kube/config, the current context) and that context's namespace ("default")."""
+    try:
+        contexts, active = config.list_kube_config_contexts(config_file=kubeconfig)
+        chosen = next((c for c in contexts if c["name"] == context), None) if context else active
+        if chosen is None:
+            raise KubeconfigError(f"context {context!r} is not in the kubeconfig")
+        api = config.new_client_from_config(config_file=kubeconfig, context=chosen["name"])
+    except (config.ConfigException, OSError, TypeError, KeyError, ValueError) as exc:
+        where = kubeconfig or "$KUBECONFIG or ~/.kube/config"
+        raise KubeconfigError(f"cannot use the kubeconfig {where}: {exc}") from exc
+    namespace = str((chosen.get("context") or {}).get("namespace") or "default")
+    return api, namespace
+
+
 class Kube:
     def __init__(self, api: client.ApiClient | None = None) -> None:
         if api is None:
@@ -99,11 +134,19 @@ class Kube:
             raise
         return obj
 
-    def list_qualifications(self) -> list[dict[str, Any]]:
-        listing = cast(
-            dict[str, Any], self.custom.list_cluster_custom_object(GROUP, VERSION, MQ_PLURAL)
-        )
-        return list(listing["items"])
+    def list_qualifications(
+        self, namespace: str | None = None, label_selector: str = ""
+    ) -> list[dict[str, Any]]:
+        """Every qualification (in `namespace`, or all; matching `label_selector`)."""
+        if namespace is None:
+            listing = self.custom.list_cluster_custom_object(
+                GROUP, VERSION, MQ_PLURAL, label_selector=label_selector
+            )
+        else:
+            listing = self.custom.list_namespaced_custom_object(
+                GROUP, VERSION, namespace, MQ_PLURAL, label_selector=label_selector
+            )
+        return list(cast(dict[str, Any], listing)["items"])
 
     def patch_qualification_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         try:

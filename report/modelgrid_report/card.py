@@ -1697,9 +1697,11 @@ class _BadInput(Exception):
 
 
 def add_parser(
-    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+    subparsers: argparse._SubParsersAction[Any],
+    cluster_options: Callable[[argparse.ArgumentParser], None] | None = None,
 ) -> argparse.ArgumentParser:
-    """Add `card` (with `import` and `verify`) to a command's subparsers; returns it."""
+    """Add `card` (with `import` and `verify`) to a command's subparsers; returns it.
+    `cluster_options` adds the caller's options for reaching the cluster to `verify`."""
     card = subparsers.add_parser(
         "card",
         help="import a model card as a ModelQualification, or fill in its verification results",
@@ -1729,6 +1731,8 @@ def add_parser(
     ver.add_argument("-n", "--namespace", help="the ModelQualification's namespace")
     ver.add_argument("--policy", type=Path, help="a TierPolicy YAML (default: model-card)")
     ver.add_argument("--qualification", type=Path, help="the ModelQualification YAML run")
+    if cluster_options is not None:
+        cluster_options(ver)
     return card
 
 

@@ -105,10 +105,12 @@ class PlotError(ValueError):
 
 
 class PointState(StrEnum):
-    """Where a model of the fleet stands: priced into a tier, refused, or still measuring."""
+    """Where a model of the fleet stands: priced into a tier, refused, failed, or measuring."""
 
     TIERED = "tiered"
     REFUSED = "refused"
+    #: the benchmark failed or could not run: nothing was measured to price
+    FAILED = "failed"
     RUNNING = "running"
 
 
@@ -350,10 +352,12 @@ def _shade_spans(ax: Axes, ev: Evidence, clock: _Clock, *, labels: bool) -> None
             label="warm-up" if labels else None,
         )
     each = len(tl.runs) <= MAX_LABELLED_RUNS
+    swept = len({run.concurrency for run in tl.runs}) > 1  # a sweep: say each run's level
     for i, run in enumerate(tl.runs):
         label = None
         if labels and (each or i == 0):
-            label = f"run {run.index + 1}" if each else f"measured runs ({len(tl.runs)})"
+            level = f" (concurrency {run.concurrency})" if swept else ""
+            label = f"run {run.index + 1}{level}" if each else f"measured runs ({len(tl.runs)})"
         ax.axvspan(
             clock.x(run.start_s),
             clock.x(run.end_s),
@@ -595,7 +599,12 @@ def _order(points: Sequence[FleetPoint]) -> list[FleetPoint]:
     return sorted(points, key=_row_key)
 
 
-_STATE_RANK = {PointState.TIERED: 0, PointState.REFUSED: 1, PointState.RUNNING: 2}
+_STATE_RANK = {
+    PointState.TIERED: 0,
+    PointState.REFUSED: 1,
+    PointState.FAILED: 2,
+    PointState.RUNNING: 3,
+}
 
 
 def _row_key(p: FleetPoint) -> tuple[int, float, str]:
@@ -712,7 +721,9 @@ def _draw_not_tiered(ax: Axes, rows: list[FleetPoint], fontsize: float) -> list[
                 + (" (grey square: CV measured)" if p.state is PointState.REFUSED else ""),
             ),
         )
-    return [seen[s] for s in (PointState.REFUSED, PointState.RUNNING) if s in seen]
+    return [
+        seen[s] for s in (PointState.REFUSED, PointState.FAILED, PointState.RUNNING) if s in seen
+    ]
 
 
 def _row_labels(ax: Axes, rows: list[FleetPoint], fontsize: float) -> None:
@@ -735,8 +746,8 @@ def _footnotes(rows: list[FleetPoint]) -> list[str]:
     if states:
         what = ", ".join(f"{n} {s.value}" for s, n in sorted(states.items()))
         notes.append(
-            f"Grey hatched rows hold no tier ({what}): a refused or running model is not priced, "
-            "whatever its CV."
+            f"Grey hatched rows hold no tier ({what}): a refused, failed or running model is not "
+            "priced, whatever its CV."
         )
     notes.append("Bars: 95 % interval of the CV. Dashed lines: the policy's CV limits per tier.")
     return notes

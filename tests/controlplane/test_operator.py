@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import copy
 import hashlib
 import json
+import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -1210,3 +1213,177 @@ def test_the_kept_evidence_outlives_the_job_and_reproduces_the_status(
     )
     assert proc.stdout.strip() == st["result"], proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+# --------------------------------------------------------------------------- reports
+
+
+def _png_size(path: Path) -> tuple[int, int]:
+    """Width and height from a PNG's IHDR chunk (after the 8-byte signature)."""
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", path
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+def _plugin(cluster: Cluster, *args: str) -> subprocess.CompletedProcess[str]:
+    """`kubectl modelgrid ...` through kubectl's plugin lookup (kubectl-modelgrid on PATH)."""
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "KUBECONFIG": str(cluster.kubeconfig),
+    }
+    return subprocess.run(
+        [str(cluster.control_plane.bin_dir / "kubectl"), "modelgrid", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+@pytest.mark.timeout(2 * VERDICT_WAIT_S + 600)
+def test_the_report_of_a_mixed_fleet_matches_status(
+    cluster: Cluster,
+    api: client.ApiClient,
+    namespace: str,
+    operator: dict[str, Any],
+    tmp_path: Path,
+) -> None:
+    """Tier 1 (a concurrency sweep), Tier 3 (a strict policy), refused (the real policy
+    refuses a simulated result) and still running: `kubectl modelgrid report` lists each as
+    it stands, with status's figures, the seed-002 tables from the kept evidence, and PNGs."""
+    strict = _policy_doc(
+        "report-strict",
+        allowSimulated=True,
+        tiers=[
+            {
+                "name": "tier-1",
+                "number": 1,
+                "label": "Tier 1 - Low Variance",
+                "stability": "Stable",
+                "discountPercent": 20,
+                "maxCV": 0.00001,
+            },
+            {
+                "name": "tier-2",
+                "number": 2,
+                "label": "Tier 2 - Medium Variance",
+                "stability": "Moderate",
+                "discountPercent": 10,
+                "maxCV": 0.00002,
+            },
+            {
+                "name": "tier-3",
+                "number": 3,
+                "label": "Tier 3 - High Variance",
+                "stability": "Unstable",
+                "discountPercent": 0,
+            },
+        ],
+    )
+    custom = client.CustomObjectsApi(api)
+    with contextlib.suppress(ApiException):
+        custom.delete_cluster_custom_object(GROUP, VERSION, "tierpolicies", "report-strict")
+    custom.create_cluster_custom_object(GROUP, VERSION, "tierpolicies", strict)
+    swept = _served("fleet-t1", "--batch-cost-pct", "2")
+    swept["spec"]["workload"] = {
+        **PACED_WORKLOAD,
+        "samples": 4,
+        "concurrencyLevels": [1, 2],
+        "tierConcurrency": 1,
+    }
+    _create(api, namespace, swept)
+    _create(api, namespace, _mq("fleet-t3", policyRef={"name": "report-strict"}))
+    _create(api, namespace, _mq("fleet-refused", policyRef={"name": "model-card"}))
+    done = {
+        n: _ended(api, namespace, n, f"{n} to reach Succeeded or Failed", VERDICT_WAIT_S)
+        for n in ("fleet-t1", "fleet-t3", "fleet-refused")
+    }
+    assert done["fleet-t1"]["status"]["phase"] == "Succeeded", done["fleet-t1"]["status"]
+    assert done["fleet-t3"]["status"]["tier"]["number"] == 3
+    assert done["fleet-refused"]["status"]["phase"] == "Failed"
+    slow = _mq("fleet-running")
+    slow["spec"]["workload"] = {**PACED_WORKLOAD, "tokensPerSample": 5000}
+    _create(api, namespace, slow)
+    wait_for(
+        "fleet-running to start", lambda: _phase(api, namespace, "fleet-running", "Running"), 300
+    )
+
+    root = cluster.control_plane.workdir / "evidence" / BENCHMARK_NAMESPACE
+    out = tmp_path / "report"
+    proc = _plugin(
+        cluster, "report", "-n", namespace, "--evidence-root", str(root), "--output-dir", str(out)
+    )
+    assert proc.returncode == 0, proc.stderr
+    md = (out / "report.md").read_text()
+    proc = _plugin(cluster, "report", "-n", namespace, "-o", "json", "--evidence-root", str(root))
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    entries = {e["name"]: e for e in doc["entries"]}
+    assert set(entries) == {"fleet-t1", "fleet-t3", "fleet-refused", "fleet-running"}
+    for name in ("fleet-t1", "fleet-t3"):
+        st, e = done[name]["status"], entries[name]
+        assert e["state"] == "tiered"
+        assert e["tier_number"] == st["tier"]["number"]
+        assert e["power_cv"] == st["measured"]["powerCV"]
+        assert e["avg_power_w"] == st["measured"]["avgPowerW"]
+        assert e["power_cv_low"] == st["measured"]["powerCVLow"]
+        assert f"{st['measured']['powerCV']:.4f}" in md
+        assert f"{st['measured']['avgPowerW']:.2f}" in md
+    assert entries["fleet-refused"]["state"] == "refused"
+    assert entries["fleet-running"]["state"] == "running"
+    for name in ("fleet-refused", "fleet-running"):
+        assert entries[name]["tier_number"] is None
+        assert entries[name]["power_cv"] is None
+    assert "not tiered (refused: ResultRejected)" in md
+    assert "not tiered yet (Running)" in md
+    assert "# Power Variance Analysis Results" in md
+    assert "**High Variance Alert:** fleet-t3-model" in md
+    # seed 002's per-run table of the sweep, from the kept evidence's result.json
+    assert "| Run | Speedup | Efficiency (%) | Throughput Delta (tok/s) |" in md
+    assert "# Multi-Level Statistical Analysis" in md
+    # two policies priced this fleet: a figure each, against its own limits
+    for policy in (SIM_POLICY, "report-strict"):
+        png = out / f"fleet-cv-{policy}.png"
+        fleet_w, fleet_h = _png_size(png)
+        assert fleet_w == 1200
+        assert fleet_h >= 400
+        assert png.stat().st_size > 20_000
+    traces = sorted(p.name for p in (out / "traces").glob("*.png"))
+    assert traces == [f"{namespace}_fleet-t1.png", f"{namespace}_fleet-t3.png"]
+    for png in (out / "traces").glob("*.png"):
+        assert _png_size(png) == (1200, 700)
+        assert png.stat().st_size > 30_000
+    # every namespace: this fleet is in it too
+    proc = _plugin(cluster, "report", "-A", "-o", "json")
+    assert proc.returncode == 0, proc.stderr
+    keys = {f"{e['namespace']}/{e['name']}" for e in json.loads(proc.stdout)["entries"]}
+    assert {f"{namespace}/fleet-t1", f"{namespace}/fleet-running"} <= keys
+    # a qualification's verification section, and its trace alone
+    proc = _plugin(cluster, "verdict", "fleet-t3", "-n", namespace)
+    assert proc.returncode == 0, proc.stderr
+    assert "## Firmus Verification Results" in proc.stdout
+    assert "Tier 3" in proc.stdout
+    proc = _plugin(
+        cluster,
+        "trace",
+        "fleet-t1",
+        "-n",
+        namespace,
+        "--evidence-root",
+        str(root),
+        "--png",
+        str(tmp_path / "t1.png"),
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert _png_size(tmp_path / "t1.png") == (1200, 700)
+    # bad input: one line, exit 2
+    proc = _plugin(cluster, "verdict", "no-such-qualification", "-n", namespace)
+    assert proc.returncode == 2
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert "not found" in proc.stderr
+    # keep the PNGs for a person to look at
+    keep = REPO / "build" / "test-report"
+    shutil.rmtree(keep, ignore_errors=True)
+    shutil.copytree(out, keep)

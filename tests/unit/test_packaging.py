@@ -81,3 +81,33 @@ def test_the_operator_and_the_contract_import_without_the_benchmark() -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "ok"
+
+
+def test_the_report_extra_brings_matplotlib_and_the_evidence_reader() -> None:
+    deps = _closure("modelgrid", {"report"})
+    assert {"matplotlib", "numpy", "kubernetes"} <= deps
+
+
+@pytest.mark.timeout(60)
+def test_modelgrid_verdict_and_card_work_without_the_numeric_stack() -> None:
+    # The operator image installs only the operator's extra, and `modelgrid` lives in the
+    # report package: its verdict and card commands must not need numpy or matplotlib.
+    code = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('modelgrid_bench', 'numpy', 'matplotlib', 'torch'):\n"
+        "            raise ImportError('blocked: ' + name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "from modelgrid_report import cli, kubectl\n"
+        "import contextlib, io\n"
+        "out = io.StringIO()\n"
+        "with contextlib.redirect_stdout(out), contextlib.suppress(SystemExit):\n"
+        "    cli.main(['card', 'import', '--help'])\n"
+        "print('ok' if 'MODEL_CARD.md' in out.getvalue() else out.getvalue())\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=50, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "ok"
