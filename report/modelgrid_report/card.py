@@ -1702,7 +1702,7 @@ def add_parser(
 ) -> argparse.ArgumentParser:
     """Add `card` (with `import` and `verify`) to a command's subparsers; returns it.
     `cluster_options` adds the caller's options for reaching the cluster to `verify`."""
-    card = subparsers.add_parser(
+    card: argparse.ArgumentParser = subparsers.add_parser(
         "card",
         help="import a model card as a ModelQualification, or fill in its verification results",
         description="The model card round trip: import a filled card as a ModelQualification; "
