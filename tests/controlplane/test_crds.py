@@ -1373,3 +1373,33 @@ def test_the_api_doc_lists_every_spec_field_with_its_default_and_bounds(
 
     _walk(_schema(crd), "", visit)
     assert not problems, "\n".join(problems)
+
+
+def test_an_imported_model_card_is_a_qualification_the_apiserver_accepts(
+    crds: Cluster, namespace: str, tmp_path: Path
+) -> None:
+    """`modelgrid card import` of the filled example card: what it writes is created as is
+    (no field pruned, nothing refused); the unfilled template writes nothing."""
+    from modelgrid_report.cli import main as modelgrid
+
+    out = tmp_path / "mq.yaml"
+    card = REPO / "tests" / "data" / "cards" / "filled.md"
+    assert modelgrid(["card", "import", str(card), "--pvc", "models:/llama", "-o", str(out)]) == 0
+    doc = yaml.safe_load(out.read_text())
+    created = _create_mq(crds.api, namespace, doc)
+    # everything the card declared is there as written (the apiserver only adds defaults)
+    assert _within(doc["spec"], created["spec"])
+    assert created["metadata"]["labels"]["modelgrid.firmus.ai/target-tier"] == "1"
+    template = REPO / "tests" / "data" / "cards" / "template.md"
+    refused = tmp_path / "template.yaml"
+    assert modelgrid(["card", "import", str(template), "--pvc", "models", "-o", str(refused)]) == 2
+    assert not refused.exists()
+
+
+def _within(small: Any, big: Any) -> bool:
+    """Whether every field of `small` is in `big` with the same value (dicts recursively)."""
+    if isinstance(small, dict):
+        return isinstance(big, dict) and all(
+            k in big and _within(v, big[k]) for k, v in small.items()
+        )
+    return bool(small == big)

@@ -1378,6 +1378,21 @@ def test_the_report_of_a_mixed_fleet_matches_status(
     )
     assert proc.returncode == 0, proc.stderr
     assert _png_size(tmp_path / "t1.png") == (1200, 700)
+    # the model card round trip: its verification section filled from the status, byte-stable
+    card = tmp_path / "MODEL_CARD.md"
+    shutil.copyfile(REPO / "tests" / "data" / "cards" / "filled.md", card)
+    before = card.read_bytes()
+    proc = _plugin(cluster, "card", "verify", str(card), "--from", "mq/fleet-t3", "-n", namespace)
+    assert proc.returncode == 0, proc.stderr
+    once = card.read_bytes()
+    assert once != before
+    assert "Tier 3 - High Variance" in once.decode()
+    assert f"{done['fleet-t3']['status']['measured']['powerCV']:.6g}" in once.decode()
+    proc = _plugin(cluster, "card", "verify", str(card), "--from", "mq/fleet-t3", "-n", namespace)
+    assert proc.returncode == 0, proc.stderr
+    assert card.read_bytes() == once
+    head = before.split(b"## Firmus Verification Results")[0]
+    assert once.startswith(head)
     # bad input: one line, exit 2
     proc = _plugin(cluster, "verdict", "no-such-qualification", "-n", namespace)
     assert proc.returncode == 2
