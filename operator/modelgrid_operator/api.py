@@ -521,6 +521,8 @@ class Reason(StrEnum):
     #: the model's volume is not in the benchmark namespace, or not shared with the tenant's
     MODEL_VOLUME_MISSING = "ModelVolumeMissing"
     MODEL_VOLUME_NOT_SHARED = "ModelVolumeNotShared"
+    #: the Job finished but its pod was gone before its result was read: measured again
+    RESULT_LOST = "ResultLost"
     #: the configured evidence claim is missing: the benchmark runs, its evidence is not kept
     EVIDENCE_NOT_KEPT = "EvidenceNotKept"
     #: the endpoint's host is cluster-internal or link-local and the TierPolicy does not allow it

@@ -462,6 +462,8 @@ def _decide(obs: Observed, settings: JobSettings, *, queue_cap_applies: bool) ->
     same_gen = st.get("observedGeneration") == obs.generation
     attempt = int(st.get("attempt") or 0) if same_gen else 0
     reruns = int(st.get("reruns") or 0) if same_gen else 0
+    if not same_gen and st.get("lostResults"):
+        base["lostResults"] = None  # a new generation starts its count again
     phase = st.get("phase")
     if not policy.applies_to(obs.namespace) and not (same_gen and phase == Phase.FAILED.value):
         return _blocked_decision(
@@ -550,6 +552,8 @@ def _decide(obs: Observed, settings: JobSettings, *, queue_cap_applies: bool) ->
             decision.status.update(_failed(obs, Reason.AMBIGUOUS_RESULT.value, message))
             decision.events.append(("Warning", Reason.AMBIGUOUS_RESULT.value, _clip(message)))
             return decision
+        if not succeeded:
+            return result_lost(obs, spec, settings, attempt, base, queue_cap_applies, policy)
         term = _terminated(succeeded[-1]) if succeeded else None
         raw = (term or {}).get("message") or ""
         try:
@@ -741,7 +745,9 @@ def _quota_wait(obs: Observed, decision: Decision, message: str) -> Decision:
     the apiserver's words, tried again like a full queue."""
     text = f"the benchmark namespace's ResourceQuota refused the Job; waiting: {message}"
     keep: dict[str, Any] = {
-        k: v for k, v in decision.status.items() if k in ("observedGeneration", "attempt", "reruns")
+        k: v
+        for k, v in decision.status.items()
+        if k in ("observedGeneration", "attempt", "reruns", "lostResults")
     }
     status = _in_progress(
         obs, Phase.QUEUED, Reason.QUEUED, text, (False, Reason.QUEUED.value, "not started")
@@ -764,7 +770,7 @@ def job_refused(obs: Observed, decision: Decision, status_code: int, message: st
         base = {
             k: v
             for k, v in decision.status.items()
-            if k in ("observedGeneration", "attempt", "reruns")
+            if k in ("observedGeneration", "attempt", "reruns", "lostResults")
         }
         return _blocked_decision(obs, base, Reason.BENCHMARK_NAMESPACE_MISSING, text)
     if status_code == 403 and QUOTA_HINT in message:
@@ -961,6 +967,57 @@ def evidence_read(
         "message": f"kept on claim {prior.get('claimName')!r} under {path}",
         **{k: digests[k] for k in EVIDENCE_DIGEST_KEYS if k in digests},
     }
+
+
+#: How often one generation's finished benchmark may be measured again because its pod was gone
+#: before its result was read (deleted, evicted, its node lost, collected while the operator
+#: was down): each try holds the GPUs for a whole benchmark.
+MAX_LOST_RESULTS = 2
+
+
+def result_lost(
+    obs: Observed,
+    spec: QualificationSpec,
+    settings: JobSettings,
+    attempt: int,
+    base: dict[str, Any],
+    queue_cap_applies: bool,
+    policy: TierPolicySpec,
+) -> Decision:
+    """The Job finished but no pod of it is left to read the result from: a finished
+    measurement is not thrown away as a failure, it is measured again as a new attempt (at
+    most `MAX_LOST_RESULTS` times a generation), with the reason in status and an event."""
+    job = obs.job["metadata"]["name"] if obs.job else "?"
+    same_gen = obs.status.get("observedGeneration") == obs.generation
+    lost = (int(obs.status.get("lostResults") or 0) if same_gen else 0) + 1
+    if lost > MAX_LOST_RESULTS:
+        message = (
+            f"Job {job} finished but its pod was gone before its result was read, "
+            f"{lost} times for this generation: not measured again (change the spec to retry)"
+        )
+        status = _failed(obs, Reason.RESULT_LOST.value, message)
+        return Decision(
+            {**base, **status, "lostResults": lost - 1},
+            events=[("Warning", Reason.RESULT_LOST.value, message)],
+        )
+    why = (
+        f"Job {job} finished but its pod was gone before its result was read (deleted, "
+        f"evicted or collected); measuring again ({lost} of {MAX_LOST_RESULTS})"
+    )
+    nxt = {**base, "attempt": attempt + 1, "lostResults": lost}
+    d = _start(
+        obs,
+        spec,
+        settings,
+        attempt + 1,
+        nxt,
+        queue_cap_applies,
+        Reason.RESULT_LOST,
+        why,
+        policy=policy,
+    )
+    d.events.insert(0, ("Warning", Reason.RESULT_LOST.value, why))
+    return d
 
 
 def _until(now: dt.datetime, when: dt.datetime | None) -> float | None:
