@@ -239,8 +239,9 @@ def start_operator(
     if evidence_claim:
         ensure_evidence_volume(cluster, bench_ns, evidence_claim)
     env = {
-        "MODELGRID_EVIDENCE_CLAIM": evidence_claim,
         **os.environ,
+        # after the environment: the claim the sandbox just provisioned is the one to use
+        "MODELGRID_EVIDENCE_CLAIM": evidence_claim,
         "KUBECONFIG": str(cluster.kubeconfig),
         "MODELGRID_BENCHMARK_NAMESPACE": bench_ns,
         "MODELGRID_DEFAULT_POLICY": default_policy,

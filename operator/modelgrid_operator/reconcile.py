@@ -34,6 +34,8 @@ from modelgrid_operator.api import (
 )
 from modelgrid_operator.endpoints import endpoint_refusal
 from modelgrid_operator.jobs import (
+    ANNOTATION_EVIDENCE_CLAIM,
+    ANNOTATION_EVIDENCE_PATH,
     ANNOTATION_SHARED_WITH,
     JobSettings,
     build_job,
@@ -564,6 +566,9 @@ def _decide(obs: Observed, settings: JobSettings, *, queue_cap_applies: bool) ->
             message = f"{exc.reason}: {exc.message}"
             decision.status.update(_failed(obs, Reason.RESULT_REJECTED.value, message))
             decision.events.append(("Warning", Reason.RESULT_REJECTED.value, _clip(message)))
+            kept = evidence_read(job, succeeded[-1], {})
+            if kept is not None:  # an auditor looks at refused evidence too
+                decision.status["evidence"] = kept
             return decision
         if rerun:
             nxt = attempt + 1
@@ -581,7 +586,7 @@ def _decide(obs: Observed, settings: JobSettings, *, queue_cap_applies: bool) ->
             )
             d.events = events + d.events
             return d
-        kept = evidence_read(obs, attempt, succeeded[-1], status.get("measured") or {})
+        kept = evidence_read(job, succeeded[-1], status.get("measured") or {})
         if kept is not None:
             status["evidence"] = kept
         decision.status.update(status)
@@ -928,13 +933,17 @@ def evidence_plan(obs: Observed, settings: JobSettings, attempt: int) -> tuple[s
             "the trace, telemetry and timeline lived in the benchmark pod's scratch space and "
             "are gone with it",
         }
-    if obs.volumes.get(claim) is None:
+    pvc = obs.volumes.get(claim)
+    phase = ((pvc or {}).get("status") or {}).get("phase")
+    if pvc is None or phase != "Bound":
+        # a claim that is missing, Pending or Lost would hold the pod unscheduled until its
+        # deadline: the benchmark runs without it instead
+        state = "does not exist" if pvc is None else f"is {phase or 'not bound'}"
         return "", {
             "kept": False,
             "claimName": claim,
-            "message": f"the evidence claim {claim!r} does not exist in the benchmark "
-            "namespace: this benchmark's evidence is not kept (docs/operations.md, 'Kept "
-            "evidence')",
+            "message": f"the evidence claim {claim!r} {state} in the benchmark namespace: "
+            "this benchmark's evidence is not kept (docs/operations.md, 'Kept evidence')",
         }
     path = evidence_dir(obs.namespace, obs.name, obs.uid, obs.generation, attempt)
     return claim, {
@@ -950,21 +959,25 @@ EVIDENCE_DIGEST_KEYS = ("traceSha256", "telemetrySha256", "columnsSha256")
 
 
 def evidence_read(
-    obs: Observed, attempt: int, pod: dict[str, Any], measured: dict[str, Any]
+    job: dict[str, Any], pod: dict[str, Any], measured: dict[str, Any]
 ) -> dict[str, Any] | None:
-    """`status.evidence` once `pod`'s result is read: that pod's directory and the digests
-    its files must have (the priced result's). None when the evidence is not kept."""
-    prior = obs.status.get("evidence") or {}
-    if not prior.get("kept"):
+    """`status.evidence` once `pod`'s result is read (priced or refused): the claim and the
+    attempt directory the Job itself was made with (its annotations), that pod's directory in
+    it, and the digests its files must have (the priced result's). None when the Job kept no
+    evidence."""
+    notes = (job.get("metadata") or {}).get("annotations") or {}
+    claim, attempt_dir = notes.get(ANNOTATION_EVIDENCE_CLAIM), notes.get(ANNOTATION_EVIDENCE_PATH)
+    if not claim or not attempt_dir:
         return None
     pod_name = str((pod.get("metadata") or {}).get("name") or "")
-    path = f"{evidence_dir(obs.namespace, obs.name, obs.uid, obs.generation, attempt)}/{pod_name}"
+    path = f"{attempt_dir}/{pod_name}"
     digests = measured.get("evidence") or {}
     return {
-        **prior,
-        "pod": pod_name,
+        "kept": True,
+        "claimName": claim,
         "path": path,
-        "message": f"kept on claim {prior.get('claimName')!r} under {path}",
+        "pod": pod_name,
+        "message": f"kept on claim {claim!r} under {path}",
         **{k: digests[k] for k in EVIDENCE_DIGEST_KEYS if k in digests},
     }
 

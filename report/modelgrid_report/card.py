@@ -1359,8 +1359,26 @@ def facts_from_status(cr: Mapping[str, Any]) -> VerificationFacts:
     policy = _mapping(status.get("policy")).get("name")
     verified_by = "modelgrid operator" + (f" (TierPolicy {_one_line(policy)})" if policy else "")
     phase = _one_line(status.get("phase") or Phase.PENDING.value)
-    if phase != Phase.SUCCEEDED.value:
-        reason, message = _why_not(status, phase)
+    ready = _condition(status, "Ready")
+    generation = meta.get("generation")
+    stands = (
+        phase == Phase.SUCCEEDED.value
+        and ready.get("status") == "True"
+        and (generation is None or status.get("observedGeneration") == generation)
+    )
+    if not stands:
+        # not Succeeded, or a verdict that no longer stands: the spec changed since it was
+        # measured, or its policy went missing (Ready False)
+        stale = phase == Phase.SUCCEEDED.value and status.get("observedGeneration") != generation
+        reason, message = (
+            (
+                "Superseded",
+                f"the spec is at generation {generation}, the verdict is for generation "
+                f"{status.get('observedGeneration')}: the new spec is not measured yet",
+            )
+            if stale
+            else _why_not(status, phase)
+        )
         return VerificationFacts(
             verified=False,
             origin=origin,

@@ -34,9 +34,11 @@ from modelgrid_operator.kube import ApiError, Kube, KubeconfigError, api_call, c
 from modelgrid_report import card
 
 if TYPE_CHECKING:
+    from modelgrid_bench.records import Evidence
+    from modelgrid_contract.result import BenchmarkResult
     from modelgrid_report.fleet import Entry
     from modelgrid_report.plots import PointState
-    from modelgrid_report.sources import Loaded
+    from modelgrid_report.sources import Loaded, OnTrace
 
 # The report's numeric stack (numpy, matplotlib, the benchmark's evidence reader) is imported
 # where a report or a plot is made, so `modelgrid verdict` and `modelgrid card` also work where
@@ -173,15 +175,15 @@ def _qualification(args: argparse.Namespace) -> tuple[Kube, dict[str, Any]]:
 # --------------------------------------------------------------------------- report
 
 
-def _load(args: argparse.Namespace) -> Loaded:
+def _load(args: argparse.Namespace, on_trace: OnTrace | None = None) -> Loaded:
     from modelgrid_report.sources import attach_evidence, cluster_entries, file_entries
 
     if args.files:
-        return file_entries(args.files, args.policy)
+        return file_entries(args.files, args.policy, on_trace)
     kube, default_ns = _kube(args)
     namespace = None if args.all_namespaces else (args.namespace or default_ns)
     loaded = cluster_entries(kube, namespace, args.selector)
-    attach_evidence(loaded, args.evidence_root)
+    attach_evidence(loaded, args.evidence_root, on_trace)
     return loaded
 
 
@@ -193,6 +195,7 @@ def _point_state(e: Entry) -> PointState:
         EntryState.TIERED: PointState.TIERED,
         EntryState.REFUSED: PointState.REFUSED,
         EntryState.FAILED: PointState.FAILED,
+        EntryState.NOT_PRICED: PointState.NOT_PRICED,
     }.get(e.state, PointState.RUNNING)
 
 
@@ -200,13 +203,13 @@ def _fleet_png(loaded: Loaded, out: Path, policy: str | None) -> str:
     """The fleet's CV per model against `policy`'s limits: the entries it priced and every
     entry that holds no tier (`policy` None: the only policy, fleet-cv.png)."""
     from modelgrid_report.fleet import ordered
-    from modelgrid_report.plots import CvThreshold, FleetPoint, fleet_cv_png
+    from modelgrid_report.plots import CV_AXIS_1S, CvThreshold, FleetPoint, fleet_cv_png
 
     names = sorted(loaded.policies)
     name = policy or (names[0] if names else "")
     points = [
         FleetPoint(
-            model=e.model if e.namespace == "" else f"{e.model} ({e.key})",
+            model=e.label if e.namespace == "" else f"{e.label} ({e.key})",
             cv=e.power_cv,
             cv_low=e.power_cv_low,
             cv_high=e.power_cv_high,
@@ -227,7 +230,13 @@ def _fleet_png(loaded: Loaded, out: Path, policy: str | None) -> str:
     ]
     file = FLEET_PNG if policy is None else f"fleet-cv-{policy}.png"
     title = f"Power CV per model against TierPolicy {name}'s limits" if name else "Power CV"
-    fleet_cv_png(points, thresholds, out / file, title=title)
+    instant = view is not None and view.tier_metric == "power_cv_instant"
+    xlabel = (
+        "power CV (tier metric: CV of instant power reads, dimensionless; no interval)"
+        if instant
+        else CV_AXIS_1S
+    )
+    fleet_cv_png(points, thresholds, out / file, title=title, xlabel=xlabel)
     return file
 
 
@@ -235,30 +244,30 @@ def _trace_name(key: str) -> str:
     return key.replace("/", "_") + ".png"
 
 
-def _trace_pngs(loaded: Loaded, out: Path) -> list[str]:
-    from modelgrid_report.plots import PlotError, power_trace_png
-    from modelgrid_report.sources import load_trace
+class _TracePlots:
+    """Draws each verified evidence folder's trace as the report loads it (so no trace is
+    held in memory beyond its own plot), and remembers what it wrote."""
 
-    written = []
-    by_key = {e.key: e for e in loaded.entries}
-    for key, folder in sorted(loaded.evidence.items()):
-        entry = by_key[key]
-        rel = f"{TRACES_DIR}/{_trace_name(key)}"
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self.written: list[str] = []
+        self.notes: list[str] = []
+
+    def __call__(self, entry: Entry, ev: Evidence, full: BenchmarkResult) -> None:
+        from modelgrid_report.plots import PlotError, power_trace_png
+
+        rel = f"{TRACES_DIR}/{_trace_name(entry.key)}"
         try:
             power_trace_png(
-                load_trace(folder),
-                loaded.full.get(key),
-                out / rel,
-                title=f"{entry.model} ({key}): power trace",
+                ev, full, self.out / rel, title=f"{entry.label} ({entry.key}): power trace"
             )
-        except (PlotError, BadInput) as exc:
-            loaded.notes.append(f"{key}: no trace plot: {exc}")
-            continue
-        written.append(rel)
-    return written
+        except PlotError as exc:
+            self.notes.append(f"{entry.key}: no trace plot: {exc}")
+            return
+        self.written.append(rel)
 
 
-def _plots(loaded: Loaded, out: Path) -> list[str]:
+def _plots(loaded: Loaded, out: Path, traces: _TracePlots) -> list[str]:
     from modelgrid_report.plots import PlotError
 
     written = []
@@ -270,7 +279,8 @@ def _plots(loaded: Loaded, out: Path) -> list[str]:
             written.append(_fleet_png(loaded, out, policy))
         except PlotError as exc:
             loaded.notes.append(f"no fleet plot{f' for {policy}' if policy else ''}: {exc}")
-    return written + _trace_pngs(loaded, out)
+    loaded.notes.extend(traces.notes)
+    return written + sorted(traces.written)
 
 
 def _markdown(loaded: Loaded, artifacts: Sequence[str], now: dt.datetime) -> str:
@@ -315,15 +325,16 @@ def _write(path: Path, text: str) -> None:
 
 def run_report(args: argparse.Namespace) -> int:
     """`report`: the markdown (or JSON) on stdout, or the files and PNGs in the output folder."""
-    loaded = _load(args)
     now = dt.datetime.now(dt.UTC)
     render = _json if args.format == "json" else _markdown
     if args.output_dir is None:
-        sys.stdout.write(render(loaded, [], now))
+        sys.stdout.write(render(_load(args), [], now))
         return EXIT_OK
     out: Path = args.output_dir
     out.mkdir(parents=True, exist_ok=True)
-    artifacts = _plots(loaded, out)
+    traces = _TracePlots(out)
+    loaded = _load(args, traces)
+    artifacts = _plots(loaded, out, traces)
     name = "report.json" if args.format == "json" else "report.md"
     _write(out / name, render(loaded, artifacts, now))
     print(f"wrote {out / name} and {len(artifacts)} PNG(s) in {out}")
@@ -355,26 +366,36 @@ def run_verdict(rest: list[str], style: Style) -> int:
 
 
 def run_trace(args: argparse.Namespace) -> int:
-    """`trace`: one power trace PNG, from an evidence folder or a qualification's kept one."""
+    """`trace`: one power trace PNG, from an evidence folder (checked against its own
+    result.json) or a qualification's kept one (checked against the priced status.result)."""
+    from modelgrid_contract.wire import encode_compact
     from modelgrid_report.fleet import entry_from_status
     from modelgrid_report.plots import PlotError, power_trace_png
-    from modelgrid_report.sources import evidence_for, load_trace, read_full
+    from modelgrid_report.sources import evidence_for, read_full, verified_evidence
 
     if args.evidence is not None:
         folder: Path = args.evidence
-        title = f"{folder.name}: power trace"
+        priced, title = encode_compact(read_full(folder)), f"{folder.name}: power trace"
     else:
         if not args.name or args.evidence_root is None:
             raise BadInput("give NAME with --evidence-root, or --evidence DIR")
         _, obj = _qualification(args)
         entry = entry_from_status(obj)
+        if not entry.tiered:
+            raise BadInput(
+                f"{entry.key} holds no price ({entry.state.value}): there is no priced result "
+                "to check its evidence against; draw a folder with --evidence DIR"
+            )
         found, why = evidence_for(entry, args.evidence_root)
         if found is None:
             raise BadInput(why)
-        folder, title = found, f"{entry.model} ({entry.key}): power trace"
-    full = read_full(folder) if (folder / "result.json").is_file() else None
+        folder, priced = found, entry.result
+        title = f"{entry.label} ({entry.key}): power trace"
+    checked = verified_evidence(folder, priced)
+    if isinstance(checked, str):
+        raise BadInput(checked)
     try:
-        power_trace_png(load_trace(folder), full, args.png, title=title)
+        power_trace_png(checked[0], checked[1], args.png, title=title)
     except PlotError as exc:
         raise BadInput(str(exc)) from exc
     print(f"wrote {args.png}")
@@ -409,7 +430,19 @@ def dispatch(argv: Sequence[str], style: Style) -> int:
         return card.run(args, _getter(args))
     except (BadInput, ApiError, KubeconfigError) as exc:
         print(f"{style.prog}: error: {_one_line(exc)}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+    except OSError as exc:  # an unwritable --output, a file where a folder is expected
+        where = f" {exc.filename}" if exc.filename else ""
+        print(
+            f"{style.prog}: error: cannot write or read{where}: {exc.strerror or exc}",
+            file=sys.stderr,
+        )
+    except ImportError as exc:  # the operator image has no numeric stack
+        print(
+            f"{style.prog}: error: {args.command} needs the report extra "
+            f"(pip install 'modelgrid[report]'): {exc.name or exc}",
+            file=sys.stderr,
+        )
+    return EXIT_BAD_INPUT
 
 
 def main(argv: Sequence[str] | None = None) -> int:

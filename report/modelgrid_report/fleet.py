@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from modelgrid_contract.result import BenchmarkResult, CompactResult, CompactSweep, Sweep
-from modelgrid_contract.wire import ResultRejected, decode_compact
+from modelgrid_contract.wire import ResultRejected, decode_compact, encode_compact
 from modelgrid_operator.api import Boundary, Phase, TierPolicySpec
 from modelgrid_operator.verdict import Verdict
 
@@ -31,6 +31,9 @@ class EntryState(StrEnum):
     FAILED = "failed"
     #: not finished: pending, queued, scheduling, running
     RUNNING = "running"
+    #: holds no price now though nothing failed: blocked (a missing volume or policy), a
+    #: verdict for an earlier generation, no tier of the policy fits, a rerun requested
+    NOT_PRICED = "not priced"
 
 
 class _Model(BaseModel):
@@ -126,6 +129,13 @@ class Entry(_Model):
     #: where the evidence is kept (status.evidence.path) and the digest trace.csv must have
     evidence_path: str = ""
     trace_sha256: str = ""
+    #: the compact result that was priced (status.result): kept evidence must reproduce it
+    result: str = ""
+
+    @property
+    def label(self) -> str:
+        """The model as the reports name it: marked when its figures are simulated."""
+        return f"{self.model} (simulated)" if self.simulated else self.model
 
     @property
     def key(self) -> str:
@@ -176,16 +186,39 @@ def _condition(status: Mapping[str, Any], ctype: str) -> Mapping[str, Any]:
     return {}
 
 
-def _state(status: Mapping[str, Any]) -> EntryState:
-    """Tiered only with a tier in a Succeeded status; a Failed one is refused when its
-    result was rejected, failed otherwise; anything else is still in progress."""
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _current_verdict(meta: Mapping[str, Any], status: Mapping[str, Any]) -> bool:
+    """A Succeeded status that stands for this generation: Ready, for the spec as it is now
+    (a spec edited since, or left Ready=False by a missing policy, is priced at nothing)."""
+    ready = _condition(status, "Ready")
+    generation = meta.get("generation")
+    return (
+        status.get("phase") == Phase.SUCCEEDED.value
+        and ready.get("status") == "True"
+        and (generation is None or status.get("observedGeneration") == generation)
+    )
+
+
+def _state(meta: Mapping[str, Any], status: Mapping[str, Any]) -> EntryState:
+    """A ladder, first match wins: a standing verdict with a tier and a finite CV is tiered;
+    a Failed one is refused when its result was rejected, failed otherwise; a Succeeded one
+    that does not stand, or has no tier, and a Pending one that is blocked hold no price;
+    anything else is still in progress."""
     phase = status.get("phase")
-    if phase == Phase.SUCCEEDED.value and isinstance(status.get("tier"), Mapping):
+    tier = _mapping(status.get("tier"))
+    cv = _num(_mapping(status.get("measured")).get("powerCV"))
+    if _current_verdict(meta, status) and tier and cv is not None:
         return EntryState.TIERED
     if phase == Phase.FAILED.value:
-        stalled = _condition(status, "Stalled")
-        rejected = stalled.get("reason") == "ResultRejected"
+        rejected = _condition(status, "Stalled").get("reason") == "ResultRejected"
         return EntryState.REFUSED if rejected else EntryState.FAILED
+    if phase == Phase.SUCCEEDED.value:
+        return EntryState.NOT_PRICED
+    if _condition(status, "Stalled").get("status") == "True":
+        return EntryState.NOT_PRICED
     return EntryState.RUNNING
 
 
@@ -228,7 +261,7 @@ def _compact(raw: Any) -> CompactResult | None:
 
 
 def _engine(status: Mapping[str, Any], compact: CompactResult | None) -> str:
-    engine = (status.get("environment") or {}).get("engine") or {}
+    engine = _mapping(_mapping(status.get("environment")).get("engine"))
     if isinstance(engine, Mapping) and engine.get("name"):
         return str(engine["name"])
     return str(compact.backend) if compact is not None else ""
@@ -237,14 +270,13 @@ def _engine(status: Mapping[str, Any], compact: CompactResult | None) -> str:
 def _concurrency(spec: Mapping[str, Any], compact: CompactResult | None) -> int:
     if compact is not None and compact.sweep is not None:
         return compact.sweep.tier_concurrency
-    workload = spec.get("workload") or {}
-    return int(workload.get("concurrency") or 1) if isinstance(workload, Mapping) else 1
+    return int(_mapping(spec.get("workload")).get("concurrency") or 1)
 
 
 def _tier_fields(status: Mapping[str, Any], state: EntryState) -> dict[str, Any]:
     if state is not EntryState.TIERED:
         return {}
-    tier = status["tier"]
+    tier = _mapping(status.get("tier"))
     return {
         "tier_number": int(tier.get("number") or 0),
         "tier_name": str(tier.get("name") or ""),
@@ -255,49 +287,76 @@ def _tier_fields(status: Mapping[str, Any], state: EntryState) -> dict[str, Any]
     }
 
 
-def _measured_fields(status: Mapping[str, Any], state: EntryState) -> dict[str, Any]:
+#: The tier metric a policy may price on other than the default, and its status field (it has
+#: no interval: the benchmark's interval is of the 1 s CV).
+INSTANT_METRIC = "power_cv_instant"
+
+
+def _measured_fields(
+    status: Mapping[str, Any], state: EntryState, priced_metric: str | None
+) -> dict[str, Any]:
     """The figures of a priced result (a refused or running one shows none: nothing was
-    priced, and a previous generation's figures would be wrong here)."""
+    priced, and a previous generation's figures would be wrong here). The CV is the one the
+    policy priced: under `power_cv_instant` the instant CV, without an interval."""
     if state is not EntryState.TIERED:
         return {}
-    m = status.get("measured") or {}
+    m = _mapping(status.get("measured"))
+    instant = priced_metric == INSTANT_METRIC
     return {
         "avg_power_w": _num(m.get("avgPowerW")),
         "power_std_w": _num(m.get("powerStdW")),
-        "power_cv": _num(m.get("powerCV")),
-        "power_cv_low": _num(m.get("powerCVLow")),
-        "power_cv_high": _num(m.get("powerCVHigh")),
-        "tier_metric": str(m.get("tierMetric") or ""),
+        "power_cv": _num(m.get("powerCVInstant" if instant else "powerCV")),
+        "power_cv_low": None if instant else _num(m.get("powerCVLow")),
+        "power_cv_high": None if instant else _num(m.get("powerCVHigh")),
+        "tier_metric": INSTANT_METRIC if instant else str(m.get("tierMetric") or ""),
         "runs": _runs(m),
     }
 
 
-def entry_from_status(obj: Mapping[str, Any]) -> Entry:
-    """An entry from a ModelQualification custom resource (metadata, spec, status)."""
-    meta = obj.get("metadata") or {}
-    spec = obj.get("spec") or {}
-    status = obj.get("status") or {}
-    state = _state(status)
+def entry_from_status(obj: Mapping[str, Any], priced_metric: str | None = None) -> Entry:
+    """An entry from a ModelQualification custom resource (metadata, spec, status);
+    `priced_metric` is the tier metric of the policy that priced it. A status the report
+    cannot read (wrong types) is an entry that holds no price, never an abort."""
+    meta = _mapping(obj.get("metadata"))
+    try:
+        return _entry(obj, meta, priced_metric)
+    except (ValueError, TypeError, AttributeError, KeyError, ValidationError) as exc:
+        return Entry(
+            namespace=str(meta.get("namespace") or ""),
+            name=str(meta.get("name") or "?"),
+            model=str(meta.get("name") or "?"),
+            state=EntryState.NOT_PRICED,
+            phase="Unknown",
+            reason="UnreadableStatus",
+            message=f"the report cannot read this status: {' '.join(str(exc).split())[:200]}",
+        )
+
+
+def _entry(obj: Mapping[str, Any], meta: Mapping[str, Any], priced_metric: str | None) -> Entry:
+    spec = _mapping(obj.get("spec"))
+    status = _mapping(obj.get("status"))
+    state = _state(meta, status)
     reason, message = _why(status, state)
     compact = _compact(status.get("result")) if state is EntryState.TIERED else None
-    evidence = status.get("evidence") or {}
+    evidence = _mapping(status.get("evidence"))
     return Entry(
         namespace=str(meta.get("namespace") or ""),
         name=str(meta.get("name") or ""),
-        model=str((spec.get("model") or {}).get("name") or meta.get("name") or ""),
+        model=str(_mapping(spec.get("model")).get("name") or meta.get("name") or ""),
         state=state,
         phase=str(status.get("phase") or "Pending"),
         reason=reason,
         message=message,
-        policy=str((status.get("policy") or {}).get("name") or ""),
-        simulated=bool((status.get("environment") or {}).get("simulated")),
+        policy=str(_mapping(status.get("policy")).get("name") or ""),
+        simulated=bool(_mapping(status.get("environment")).get("simulated")),
         engine=_engine(status, compact),
         concurrency=_concurrency(spec, compact),
         sweep_summary=compact.sweep if compact is not None else None,
         evidence_path=str(evidence.get("path") or "") if evidence.get("kept") else "",
         trace_sha256=str(evidence.get("traceSha256") or ""),
+        result=str(status.get("result") or "") if state is EntryState.TIERED else "",
         **_tier_fields(status, state),
-        **_measured_fields(status, state),
+        **_measured_fields(status, state, priced_metric),
     )
 
 
@@ -310,29 +369,42 @@ def entry_from_verdict(
     verdict: Verdict,
     policy: str,
     full: BenchmarkResult | None = None,
+    priced_metric: str | None = None,
 ) -> Entry:
-    """An entry for a result file priced offline (`modelgrid verdict`'s code path)."""
+    """An entry for a result file priced offline (`modelgrid verdict`'s code path), under a
+    policy whose tier metric is `priced_metric`. A verdict that asks for a rerun (borderline)
+    or that no tier fits holds no price."""
     tier = verdict.tier
     runs = result.runs
+    instant = priced_metric == INSTANT_METRIC
+    unpriced = tier is None or verdict.rerun_requested
+    why = (
+        ("BorderlineRerun", "the policy asks for a rerun of this borderline result")
+        if verdict.rerun_requested
+        else ("NoTier", "no tier of the policy fits this result")
+    )
     return Entry(
         namespace="",
         name=label,
         model=result.model,
-        state=EntryState.TIERED if tier is not None else EntryState.REFUSED,
+        state=EntryState.NOT_PRICED if unpriced else EntryState.TIERED,
         phase=Phase.SUCCEEDED.value,
+        reason=why[0] if unpriced else "",
+        message=why[1] if unpriced else "",
         policy=policy,
-        tier_number=tier.number if tier else None,
-        tier_name=tier.name if tier else "",
-        tier_label=(tier.label or tier.name) if tier else "",
-        stability=tier.stability if tier else "",
-        discount_percent=verdict.discount_percent,
-        discount_approved=verdict.discount_approved,
-        avg_power_w=result.avg_power_watts,
-        power_std_w=result.power_std_w,
-        power_cv=verdict.cv,
-        power_cv_low=result.power_cv_ci95[0] if result.power_cv_ci95 else None,
-        power_cv_high=result.power_cv_ci95[1] if result.power_cv_ci95 else None,
-        tier_metric=result.tier_metric,
+        tier_number=tier.number if tier and not unpriced else None,
+        tier_name=tier.name if tier and not unpriced else "",
+        tier_label=(tier.label or tier.name) if tier and not unpriced else "",
+        stability=tier.stability if tier and not unpriced else "",
+        discount_percent=None if unpriced else verdict.discount_percent,
+        discount_approved=None if unpriced else verdict.discount_approved,
+        avg_power_w=None if unpriced else result.avg_power_watts,
+        power_std_w=None if unpriced else result.power_std_w,
+        power_cv=None if unpriced else verdict.cv,
+        # the benchmark's interval is of the 1 s CV only
+        power_cv_low=result.power_cv_ci95[0] if result.power_cv_ci95 and not instant else None,
+        power_cv_high=result.power_cv_ci95[1] if result.power_cv_ci95 and not instant else None,
+        tier_metric=INSTANT_METRIC if instant else result.tier_metric,
         simulated=result.simulated,
         engine=result.engine.name if result.engine is not None else str(result.backend),
         concurrency=result.sweep.tier_concurrency if result.sweep is not None else 1,
@@ -349,11 +421,12 @@ def entry_from_verdict(
                 start=1,
             )
         ]
-        if runs is not None
+        if runs is not None and not unpriced
         else [],
         sweep_summary=result.sweep,
         sweep=full.sweep if full is not None else None,
         trace_sha256=result.evidence.trace_sha256 if result.evidence is not None else "",
+        result=encode_compact(full) if full is not None else "",
     )
 
 

@@ -462,7 +462,7 @@ def _sweep_sections(entry: Entry, sweep: Sweep, first_number: int) -> list[Scena
                 number=first_number + i,
                 kind=SectionKind.SWEEP_LEVEL,
                 entry=entry.key,
-                model=entry.model,
+                model=entry.label,
                 engine=_engine(entry),
                 scenario=f"Concurrency {level} vs {first}",
                 metric=MetricKind.EFFICIENCY,
@@ -488,7 +488,7 @@ def _runs_section(entry: Entry, number: int, summary: CompactSweep | None) -> Sc
         number=number,
         kind=kind,
         entry=entry.key,
-        model=entry.model,
+        model=entry.label,
         engine=_engine(entry),
         scenario=scenario,
         metric=MetricKind.POWER_CV,
@@ -656,7 +656,7 @@ def analysis(entries: Sequence[Entry]) -> Analysis:
     groups = _by_engine_metric(samples)
     return Analysis(
         runs=sum(s.table_runs for s in sections),
-        models=_unique(e.model for e in analysed),
+        models=_unique(e.label for e in analysed),
         engines=sorted({_engine(e) for e in analysed}),
         not_analysed=[_not_analysed(e) for e in entries if not _analysable(e)],
         sections=sections,

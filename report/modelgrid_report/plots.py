@@ -111,6 +111,8 @@ class PointState(StrEnum):
     REFUSED = "refused"
     #: the benchmark failed or could not run: nothing was measured to price
     FAILED = "failed"
+    #: holds no price now (blocked, a verdict for an earlier spec, no tier fits, a rerun due)
+    NOT_PRICED = "not priced"
     RUNNING = "running"
 
 
@@ -603,7 +605,8 @@ _STATE_RANK = {
     PointState.TIERED: 0,
     PointState.REFUSED: 1,
     PointState.FAILED: 2,
-    PointState.RUNNING: 3,
+    PointState.NOT_PRICED: 3,
+    PointState.RUNNING: 4,
 }
 
 
@@ -722,7 +725,9 @@ def _draw_not_tiered(ax: Axes, rows: list[FleetPoint], fontsize: float) -> list[
             ),
         )
     return [
-        seen[s] for s in (PointState.REFUSED, PointState.FAILED, PointState.RUNNING) if s in seen
+        seen[s]
+        for s in (PointState.REFUSED, PointState.FAILED, PointState.NOT_PRICED, PointState.RUNNING)
+        if s in seen
     ]
 
 
@@ -761,8 +766,17 @@ def _summary(rows: list[FleetPoint]) -> str:
     return f"{len(rows)} model{'s' if len(rows) != 1 else ''}: " + ", ".join(parts)
 
 
+#: The x axis of the fleet figure for the default tier metric.
+CV_AXIS_1S = "power CV (tier metric: CV of 1 s window mean power, dimensionless)"
+
+
 def fleet_cv_png(
-    points: Sequence[FleetPoint], thresholds: Sequence[CvThreshold], path: Path, *, title: str
+    points: Sequence[FleetPoint],
+    thresholds: Sequence[CvThreshold],
+    path: Path,
+    *,
+    title: str,
+    xlabel: str = CV_AXIS_1S,
 ) -> Path:
     """Draw the fleet's tier metric per model to `path` (PNG) and return the path.
 
@@ -791,7 +805,7 @@ def fleet_cv_png(
     handles += _draw_not_tiered(ax, rows, fontsize)
     _row_labels(ax, rows, fontsize)
     ax.set_xlim(0.0, _x_max(rows, thresholds))
-    ax.set_xlabel("power CV (tier metric: CV of 1 s window mean power, dimensionless)")
+    ax.set_xlabel(xlabel)
     ax.grid(True, axis="x", alpha=0.3)
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8.5)
     fig.suptitle(title, fontsize=13, y=1.0 - 0.25 / h_in, va="top")

@@ -1,16 +1,17 @@
 """Where the reports' entries come from: the live cluster (through the operator's `Kube`),
 result files priced offline, and kept evidence folders. Does I/O.
 
-Evidence is used only when it is the evidence of the status it is shown beside: its trace.csv
-must have the SHA-256 that status (the priced result) names, else it is set aside with a note,
-so a report never draws or tabulates files that were swapped after the price was granted.
+Evidence is used only when it is the evidence of the price it is shown beside: re-analysed with
+the benchmark's own code it must give back the priced compact result byte for byte (and its
+result.json must say the same), else it is set aside with a note; a report never draws or
+tabulates files that were swapped after the price was granted.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from modelgrid_bench.analysis import analyze
 from modelgrid_bench.errors import BadInputError
 from modelgrid_bench.evidence import read_evidence
 from modelgrid_bench.records import Evidence
@@ -100,37 +102,69 @@ def load_trace(folder: Path) -> Evidence:
         raise BadInput(str(exc)) from exc
 
 
-def attach_evidence(loaded: Loaded, root: Path | None) -> None:
-    """Find each tiered entry's kept evidence under `root` and take its full sweep table."""
+#: What a caller does with evidence once it is verified (draw it): entry, evidence, result.
+OnTrace = Callable[[Entry, Evidence, BenchmarkResult], None]
+
+
+def verified_evidence(folder: Path, priced: str) -> tuple[Evidence, BenchmarkResult] | str:
+    """The evidence of `folder` and its full result, if re-analysing the evidence with the
+    benchmark's own code gives back `priced` (the compact result that was priced) byte for
+    byte, and its result.json says the same; else why not. Nothing unverified is drawn or
+    tabulated: a file swapped after the price (trace, telemetry, timeline or result) shows."""
+    if not priced:
+        return f"{folder}: there is no priced result to check it against"
+    try:
+        ev = load_trace(folder)
+        full = read_full(folder)
+    except BadInput as exc:
+        return str(exc)
+    if encode_compact(full) != priced:
+        return f"{folder}/{RESULT_FILE} is not the priced result: set aside"
+    if encode_compact(analyze(ev)) != priced:
+        return f"{folder}: its evidence does not reproduce the priced result: set aside"
+    return ev, full
+
+
+def attach_evidence(loaded: Loaded, root: Path | None, on_trace: OnTrace | None = None) -> None:
+    """Find each tiered entry's kept evidence under `root`, verify it (`verified_evidence`),
+    take its full sweep table, and hand it to `on_trace`."""
     if root is None:
         return
     for i, entry in enumerate(loaded.entries):
         if not entry.tiered:
             continue
         folder, why = evidence_for(entry, root)
-        if folder is None:
-            loaded.notes.append(why)
+        checked = verified_evidence(folder, entry.result) if folder is not None else why
+        if isinstance(checked, str):
+            loaded.notes.append(
+                checked if checked.startswith(entry.key) else f"{entry.key}: {checked}"
+            )
             continue
-        try:
-            full = read_full(folder)
-        except BadInput as exc:
-            loaded.notes.append(f"{entry.key}: {exc}")
-            continue
+        ev, full = checked
+        assert folder is not None
         loaded.evidence[entry.key] = folder
         loaded.full[entry.key] = full
         loaded.entries[i] = with_full_sweep(entry, full)
+        if on_trace is not None:
+            on_trace(loaded.entries[i], ev, full)
 
 
 # --------------------------------------------------------------------------- the cluster
 
 
+def _policy_name(obj: Mapping[str, Any]) -> str:
+    status = obj.get("status")
+    policy = status.get("policy") if isinstance(status, Mapping) else None
+    return str(policy.get("name") or "") if isinstance(policy, Mapping) else ""
+
+
 def cluster_entries(kube: Kube, namespace: str | None, selector: str) -> Loaded:
     """Every qualification in `namespace` (None: all) matching `selector`, and the TierPolicies
-    that priced them, read from the cluster."""
+    that priced them, read from the cluster (each entry's CV is the one its policy priced)."""
     with api_call("listing ModelQualifications"):
         objs = kube.list_qualifications(namespace, selector)
-    loaded = Loaded(entries=[entry_from_status(o) for o in objs])
-    for name in sorted({e.policy for e in loaded.entries if e.policy}):
+    loaded = Loaded()
+    for name in sorted({n for o in objs if (n := _policy_name(o))}):
         with api_call(f"reading TierPolicy {name}"):
             doc = kube.get_policy(name)
         spec = _policy_spec(doc)
@@ -138,6 +172,9 @@ def cluster_entries(kube: Kube, namespace: str | None, selector: str) -> Loaded:
             loaded.notes.append(f"TierPolicy {name} is gone or invalid: its tiers are not listed")
             continue
         loaded.policies[name] = policy_view(name, spec)
+    for o in objs:
+        view = loaded.policies.get(_policy_name(o))
+        loaded.entries.append(entry_from_status(o, view.tier_metric if view else None))
     return loaded
 
 
@@ -197,7 +234,9 @@ def _label(path: Path) -> str:
     return path.name if path.is_dir() else f"{path.parent.name}/{path.name}"
 
 
-def file_entries(paths: Sequence[Path], policy_path: Path | None) -> Loaded:
+def file_entries(
+    paths: Sequence[Path], policy_path: Path | None, on_trace: OnTrace | None = None
+) -> Loaded:
     """Entries for result files and evidence folders, priced offline by `modelgrid verdict`'s
     code under `policy_path` (or the shipped policy); the GPU product and workload are not
     checked against a qualification (there is none), and the report says so."""
@@ -219,11 +258,17 @@ def file_entries(paths: Sequence[Path], policy_path: Path | None) -> Loaded:
         except ResultRejected as exc:
             loaded.entries.append(entry_refused(label, model, name, exc.reason, exc.message))
             continue
+        checked = verified_evidence(folder, text) if folder is not None else None
+        if isinstance(checked, str):
+            loaded.entries.append(entry_refused(label, model, name, "EvidenceMismatch", checked))
+            continue
         verdict = evaluate(result, qspec, spec)
-        entry = entry_from_verdict(label, result, verdict, name, full)
+        entry = entry_from_verdict(label, result, verdict, name, full, spec.tier_metric)
         loaded.entries.append(entry)
         if full is not None:
             loaded.full[entry.key] = full
-        if folder is not None:
+        if checked is not None and folder is not None:
             loaded.evidence[entry.key] = folder
+            if on_trace is not None and entry.tiered:
+                on_trace(entry, *checked)
     return loaded

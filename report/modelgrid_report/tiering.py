@@ -40,6 +40,8 @@ class TierShare(_Model):
     discount_percent: float
     count: int
     total: int
+    #: of `count`, those whose discount was granted (claims, attestation: the policy's rules)
+    granted: int = 0
 
     @property
     def share_pct(self) -> float:
@@ -110,6 +112,7 @@ def _state_words(e: Entry) -> str:
         EntryState.REFUSED: f"not tiered (refused{why})",
         EntryState.FAILED: f"not tiered (failed{why})",
         EntryState.RUNNING: f"not tiered yet ({e.phase})",
+        EntryState.NOT_PRICED: f"not priced ({e.reason or e.phase})",
     }.get(e.state, NA)
 
 
@@ -140,11 +143,13 @@ def distribution(entries: Sequence[Entry], policies: Mapping[str, PolicyView]) -
     out = []
     for name in used:
         for t in policies[name].tiers:
-            count = sum(
-                1
+            members = [
+                e
                 for e in entries
                 if e.tiered and e.policy == name and e.tier_number == t.tier_number
-            )
+            ]
+            count = len(members)
+
             out.append(
                 TierShare(
                     policy=name,
@@ -155,6 +160,7 @@ def distribution(entries: Sequence[Entry], policies: Mapping[str, PolicyView]) -
                     discount_percent=t.discount_percent,
                     count=count,
                     total=total,
+                    granted=sum(1 for e in members if e.discount_approved),
                 )
             )
     return out
@@ -165,7 +171,7 @@ def not_tiered(entries: Sequence[Entry]) -> list[StateShare]:
     total = len(entries)
     return [
         StateShare(state=s, count=n, total=total)
-        for s in (EntryState.REFUSED, EntryState.FAILED, EntryState.RUNNING)
+        for s in (EntryState.REFUSED, EntryState.FAILED, EntryState.NOT_PRICED, EntryState.RUNNING)
         if (n := sum(1 for e in entries if e.state is s))
     ]
 
@@ -182,7 +188,7 @@ def _overlap(a: Entry, b: Entry) -> bool:
 
 
 def _name_cv(e: Entry) -> str:
-    return f"{e.model} (CV: {cv_text(e)})"
+    return f"{e.label} (CV: {cv_text(e)})"
 
 
 def most_stable(tiered: Sequence[Entry]) -> str:
@@ -225,7 +231,7 @@ def requires_monitoring(tiered: Sequence[Entry], policies: Mapping[str, PolicyVi
             continue
         why = [f"{e.tier_label}"]
         why += [f"its interval crosses the {t.label} limit ({t.criteria()})" for t in crossed]
-        items.append(f"{e.model} (CV: {cv_text(e)}; {'; '.join(why)})")
+        items.append(f"{e.label} (CV: {cv_text(e)}; {'; '.join(why)})")
     return "**Requires Monitoring:** " + ("; ".join(items) if items else "none")
 
 
@@ -274,10 +280,10 @@ def alerts(tiered: Sequence[Entry], policies: Mapping[str, PolicyView]) -> list[
         _, better = found
         cv_fails, power_fails = _failed_limits(e, better)
         if cv_fails:
-            variance.append(f"{e.model} (CV: {cv_text(e)}, {e.tier_label})")
+            variance.append(f"{e.label} (CV: {cv_text(e)}, {e.tier_label})")
         elif power_fails:
             power.append(
-                f"{e.model} (avg power {_f(e.avg_power_w, 1)} W, over {better.label}'s "
+                f"{e.label} (avg power {_f(e.avg_power_w, 1)} W, over {better.label}'s "
                 f"{better.criteria()}; CV {cv_text(e)})"
             )
     out = ["**High Variance Alert:** " + ("; ".join(variance) if variance else "none")]
@@ -292,7 +298,7 @@ def findings(entries: Sequence[Entry], policies: Mapping[str, PolicyView]) -> li
     out = [most_stable(tiered), requires_monitoring(tiered, policies), *alerts(tiered, policies)]
     absent = [e for e in entries if not e.tiered]
     if absent:
-        out.append("**Not Tiered:** " + "; ".join(f"{e.model} ({_state_words(e)})" for e in absent))
+        out.append("**Not Tiered:** " + "; ".join(f"{e.label} ({_state_words(e)})" for e in absent))
     return out
 
 
@@ -390,7 +396,7 @@ def _distribution_lines(report: TieringReport) -> list[str]:
         lines.append(
             f"- **{where}{s.label} ({s.stability + ', ' if s.stability else ''}{s.criteria}; "
             f"{s.discount_percent:g}% discount):** {s.share_pct:.0f}% of models "
-            f"({s.count}/{s.total})"
+            f"({s.count}/{s.total}){_granted(s)}"
         )
     for n in report.not_tiered:
         lines.append(
@@ -398,6 +404,14 @@ def _distribution_lines(report: TieringReport) -> list[str]:
             f"({n.count}/{n.total})"
         )
     return lines or ["- no qualifications"]
+
+
+def _granted(s: TierShare) -> str:
+    """How many of a tier's models were granted its discount (claims and attestation may
+    withhold it), said only where the tier has a discount and models."""
+    if not s.count or not s.discount_percent:
+        return ""
+    return f"; discount granted to {s.granted} of {s.count}"
 
 
 TABLE_HEADER = (

@@ -29,7 +29,10 @@ from tests.unit.test_reconcile import (
 
 CLAIM = "modelgrid-evidence"
 KEPT = dataclasses.replace(JobSettings(), evidence_claim=CLAIM)
-PVC = {"metadata": {"name": CLAIM, "namespace": "modelgrid-benchmarks"}}
+PVC = {
+    "metadata": {"name": CLAIM, "namespace": "modelgrid-benchmarks"},
+    "status": {"phase": "Bound"},
+}
 
 
 def _results(job: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
@@ -197,3 +200,55 @@ def test_a_misconfigured_operator_stops_with_one_line() -> None:
     assert len(lines) == 1, proc.stderr
     assert "MODELGRID_EVIDENCE_CLAIMS" in lines[0]
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("phase", ["Pending", "Lost", None])
+def test_a_claim_that_is_not_bound_is_not_used(phase: str | None) -> None:
+    pvc = {**PVC, "status": {"phase": phase} if phase else {}}
+    d = _start(KEPT, volumes={CLAIM: pvc})
+    assert d.job is not None
+    assert _results(d.job)[0] == {"name": "results", "emptyDir": {}}
+    ev = d.status["evidence"]
+    assert ev["kept"] is False
+    assert (phase or "not bound") in ev["message"]
+    assert ("Warning", "EvidenceNotKept") in [(t, r) for t, r, _ in d.events]
+
+
+def test_a_refused_result_still_says_where_its_evidence_is() -> None:
+    first = _start(KEPT, volumes={CLAIM: PVC})
+    status = merged({}, first)
+    assert first.job is not None
+    pod = succeeded_pod(first.job["metadata"]["name"], "{not json")
+    d = decide(
+        observe(
+            status=status,
+            job=job_object(first.job, *COMPLETE),
+            pods=[pod],
+            now=T0 + dt.timedelta(minutes=12),
+        ),
+        KEPT,
+    )
+    after = merged(status, d)
+    assert after["phase"] == "Failed"
+    assert after["evidence"]["path"] == f"{NS}/{NAME}/{UID}/g1-a0/{pod['metadata']['name']}"
+    assert after["evidence"]["pod"] == pod["metadata"]["name"]
+
+
+def test_the_evidence_location_comes_from_the_job_even_if_status_lost_it() -> None:
+    raw = real_result()
+    first = _start(KEPT, volumes={CLAIM: PVC})
+    assert first.job is not None
+    status = {k: v for k, v in merged({}, first).items() if k != "evidence"}  # patch lost
+    pod = succeeded_pod(first.job["metadata"]["name"], raw)
+    d = decide(
+        observe(
+            status=status,
+            job=job_object(first.job, *COMPLETE),
+            pods=[pod],
+            now=T0 + dt.timedelta(minutes=12),
+        ),
+        KEPT,
+    )
+    ev = merged(status, d)["evidence"]
+    assert (ev["kept"], ev["claimName"]) == (True, CLAIM)
+    assert ev["path"].endswith(f"/g1-a0/{pod['metadata']['name']}")

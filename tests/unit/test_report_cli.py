@@ -7,6 +7,7 @@ import hashlib
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -209,3 +210,81 @@ def test_the_offline_verdict_still_answers_through_modelgrid(
 ) -> None:
     assert cli.main(["verdict", "--result", str(folders[0] / "result.json")]) == 0
     assert "## Firmus Verification Results" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------- evidence checked
+
+
+def _copy(folder: Path, to: Path) -> Path:
+    shutil.copytree(folder, to)
+    return to
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        pytest.param(lambda d: f.set_csv_cell(d / "trace.csv", 40, "power_w", "900.0"), id="trace"),
+        pytest.param(
+            lambda d: f.edit_evidence_json(
+                d, lambda doc: doc["timeline"]["runs"][0].update(end_s=5.0)
+            ),
+            id="timeline",
+        ),
+        pytest.param(
+            lambda d: (d / "result.json").write_text(
+                (d / "result.json").read_text().replace('"power_cv": 0.', '"power_cv": 0.00', 1)
+            ),
+            id="result",
+        ),
+    ],
+)
+def test_evidence_changed_after_the_fact_is_refused_offline(
+    tamper: Any, folders: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = _copy(folders[0], tmp_path / "x")
+    tamper(folder)
+    out = tmp_path / "out"
+    argv = ["report", "--from", str(folder), "--policy", str(SANDBOX_POLICY), "--output", str(out)]
+    assert cli.main(argv) == 0
+    doc_out = (out / "report.md").read_text()
+    assert "not tiered (refused" in doc_out
+    assert not (out / "traces").exists()  # nothing unverified is drawn
+    assert cli.main(["trace", "--evidence", str(folder), "-o", str(tmp_path / "t.png")]) == 2
+    assert not (tmp_path / "t.png").exists()
+    capsys.readouterr()
+
+
+def test_kept_evidence_that_does_not_reproduce_the_status_is_set_aside(
+    folders: tuple[Path, Path], tmp_path: Path
+) -> None:
+    from modelgrid_report.sources import Loaded, attach_evidence
+
+    root = tmp_path / "claim"
+    folder = _copy(folders[0], root / "team-a" / "q" / "run")
+    priced = encode_compact(analyze(read_evidence(folders[0])))
+    cr = f.qualification_cr("q", evidence={"kept": True, "path": "team-a/q/run"})
+    cr["status"]["result"] = priced
+    drawn: list[str] = []
+    loaded = Loaded(entries=[entry_from_status(cr)])
+    attach_evidence(loaded, root, lambda e, ev, full: drawn.append(e.key))
+    assert drawn == ["team-a/q"]
+    f.set_csv_cell(folder / "trace.csv", 40, "power_w", "900.0")
+    loaded = Loaded(entries=[entry_from_status(cr)])
+    attach_evidence(loaded, root, lambda e, ev, full: drawn.append("again"))
+    assert drawn == ["team-a/q"]
+    assert any("does not reproduce the priced result" in n for n in loaded.notes), loaded.notes
+
+
+def test_an_unwritable_output_is_one_line_and_exit_2(
+    folders: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    argv = ["report", "--from", str(folders[0]), "--policy", str(SANDBOX_POLICY)]
+    assert cli.main([*argv, "--output", str(blocker)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1
+    assert "Traceback" not in err
+    assert cli.main(["trace", "--evidence", str(folders[0]), "-o", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from typing import Any
 
 import pytest
 
@@ -307,3 +308,82 @@ def test_no_nan_and_every_number_of_the_table_is_from_status() -> None:
         if k == "powerCV"
     }
     assert numbers <= allowed, numbers - allowed
+
+
+# --------------------------------------------------------------------------- what holds no price
+
+
+def test_a_verdict_for_an_earlier_spec_holds_no_price() -> None:
+    obj = qualification_cr("edited")
+    obj["metadata"]["generation"] = 2  # the spec changed since the verdict
+    e = entry_from_status(obj)
+    assert e.state is EntryState.NOT_PRICED
+    assert e.tier_number is None
+    assert e.power_cv is None
+
+
+def test_a_verdict_left_not_ready_by_a_missing_policy_holds_no_price() -> None:
+    obj = qualification_cr("orphan")
+    obj["status"]["conditions"] = [
+        {"type": "Ready", "status": "False", "reason": "PolicyNotFound", "message": "gone"},
+        {"type": "Stalled", "status": "True", "reason": "PolicyNotFound", "message": "gone"},
+    ]
+    e = entry_from_status(obj)
+    assert e.state is EntryState.NOT_PRICED
+    assert e.reason == "PolicyNotFound"
+
+
+def test_succeeded_without_a_tier_and_blocked_pending_hold_no_price() -> None:
+    none_fits = qualification_cr("nofit", tier_number=None)
+    none_fits["status"]["phase"] = "Succeeded"
+    blocked = qualification_cr(
+        "blocked", phase="Pending", reason="ModelVolumeMissing", message="no claim"
+    )
+    blocked["status"]["conditions"][1]["type"] = "Stalled"
+    states = {o["metadata"]["name"]: entry_from_status(o).state for o in (none_fits, blocked)}
+    assert states == {"nofit": EntryState.NOT_PRICED, "blocked": EntryState.NOT_PRICED}
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda st: st.update(tier={"number": "one"}),
+        lambda st: st["measured"].update(runs=[{"run": "x"}]),
+        lambda st: st.update(measured="oops"),
+        lambda st: st.update(environment=[1, 2]),
+        lambda st: st.update(policy="model-card"),
+        lambda st: st["measured"].update(powerCV=None),
+    ],
+)
+def test_a_status_of_the_wrong_shape_is_not_priced_never_a_crash(edit: Any) -> None:
+    obj = qualification_cr("odd")
+    edit(obj["status"])
+    e = entry_from_status(obj)
+    assert e.state is not EntryState.TIERED or isinstance(e.tier_number, int)
+    md = tiering_markdown(tiering([e], _policies(), generated_at=NOW))
+    assert "# Power Variance Analysis Results" in md
+
+
+def test_under_the_instant_metric_the_priced_cv_is_the_instant_one() -> None:
+    obj = qualification_cr("inst", tier_number=3, cv=0.0074, cv_low=0.006, cv_high=0.009)
+    obj["status"]["measured"]["powerCVInstant"] = 0.2
+    e = entry_from_status(obj, "power_cv_instant")
+    assert e.power_cv == 0.2
+    assert (e.power_cv_low, e.power_cv_high) == (None, None)  # the interval is of the 1 s CV
+    assert e.tier_metric == "power_cv_instant"
+
+
+def test_the_distribution_says_how_many_were_granted_the_discount() -> None:
+    a = qualification_cr("a", model="A")
+    b = qualification_cr("b", model="B")
+    b["status"]["discountApproved"] = False
+    md = tiering_markdown(
+        tiering([entry_from_status(o) for o in (a, b)], _policies(), generated_at=NOW)
+    )
+    assert "(2/2); discount granted to 1 of 2" in md
+
+
+def test_simulated_models_are_named_so_in_the_findings() -> None:
+    sim = qualification_cr("s", model="Sim-8B", simulated=True)
+    md = tiering_markdown(tiering([entry_from_status(sim)], _policies(), generated_at=NOW))
+    assert "**Most Stable:** Sim-8B (simulated) (CV:" in md
