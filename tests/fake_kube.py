@@ -31,21 +31,33 @@ class FakeKube:
         self.denied = False
         #: the log text of each pod (namespace, name), as pods/log would return its tail
         self.logs: dict[tuple[str, str], str] = {}
+        #: every status patch sent (namespace, name), in order
+        self.status_patches: list[tuple[str, str]] = []
 
     # -- qualifications and policies
     def get_qualification(self, namespace: str, name: str) -> dict[str, Any] | None:
         obj = self.qualifications.get((namespace, name))
         return copy.deepcopy(obj) if obj else None
 
-    def list_qualifications(self) -> list[dict[str, Any]]:
-        return [copy.deepcopy(o) for o in self.qualifications.values()]
+    def list_qualifications(
+        self, namespace: str | None = None, label_selector: str = ""
+    ) -> list[dict[str, Any]]:
+        return [
+            copy.deepcopy(o)
+            for (ns, _), o in self.qualifications.items()
+            if namespace is None or ns == namespace
+        ]
 
     def patch_qualification_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        self.status_patches.append((namespace, name))
         obj = self.qualifications.get((namespace, name))
         if obj is None:
             return
         merged = {**(obj.get("status") or {}), **status}
         obj["status"] = {k: v for k, v in merged.items() if v is not None}
+
+    def list_policies(self) -> list[dict[str, Any]]:
+        return [copy.deepcopy(o) for o in self.policies.values()]
 
     def get_policy(self, name: str) -> dict[str, Any] | None:
         obj = self.policies.get(name)

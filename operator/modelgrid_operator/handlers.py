@@ -14,9 +14,9 @@ import functools
 import logging
 import secrets
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager, nullcontext, suppress
 from typing import Any
 
 import kopf
@@ -35,10 +35,12 @@ from modelgrid_operator.kube import BenchmarkAccessDenied, JobRefused, Kube
 from modelgrid_operator.reconcile import (
     BLOCKED_RECHECK_S,
     ActionKind,
+    Decision,
     Observed,
     decide,
     installation_fault,
     job_refused,
+    needs_resync,
     parse_iso,
 )
 from modelgrid_operator.settings import Settings
@@ -58,6 +60,8 @@ class Reconciler:
         self.settings = settings
         self._locks: dict[tuple[str, str], threading.Lock] = {}
         self._guard = threading.Lock()
+        #: held from counting the benchmark slots in use to creating a Job in one
+        self._slots = threading.Lock()
 
     @contextmanager
     def _locked(self, namespace: str, name: str) -> Iterator[None]:
@@ -154,38 +158,14 @@ class Reconciler:
         # what only a Job about to be created needs: none yet, or this one finished (a rerun
         # or a re-verification makes the next attempt's)
         may_create = job is None or not _job_active(job)
-        active = self.kube.active_benchmarks(self.bench_ns) if may_create else 0
-        volumes = self._volumes(namespace, spec) if may_create else {}
-        obs = Observed(
-            name=name,
-            namespace=namespace,
-            uid=meta["uid"],
-            generation=generation,
-            spec=spec,
-            status=status,
-            policy_name=policy_name,
-            policy=policy,
-            job=job,
-            pods=pods,
-            stale_jobs=stale,
-            active_benchmarks=active,
-            max_concurrent=self.settings.max_concurrent_jobs,
-            now=dt.datetime.now(dt.UTC),
-            nonce=secrets.token_hex(16),
-            volumes=volumes,
-            progress=progress,
-        )
-        d = decide(obs, self.settings.job)
-        for old in d.delete_jobs:
-            log.info("superseding Job %s/%s", self.bench_ns, old)
-            self.kube.delete_job(self.bench_ns, old)
-        if d.action is ActionKind.CREATE_JOB and d.job is not None:
-            try:
-                self.kube.create_job(self.bench_ns, d.job)
-            except JobRefused as exc:
-                log.warning("Job for %s/%s refused: %s", namespace, name, exc)
-                d = job_refused(obs, d, exc.status, exc.message)
-        self.kube.patch_qualification_status(namespace, name, d.status)
+        # A reconcile that may create a Job counts the free slots and creates it under one
+        # lock: two qualifications reconciled at once must never both take the last slot.
+        with self._slots if may_create else nullcontext():
+            d, obs = self._decide_and_create(
+                mq, policy_name, policy, job, pods, stale, progress, may_create
+            )
+        if not _noop(status, d.status):
+            self.kube.patch_qualification_status(namespace, name, d.status)
         new_phase = d.status.get("phase", status.get("phase"))
         if _changed(status, d.status):
             for event_type, reason, message in d.events:
@@ -260,12 +240,87 @@ class Reconciler:
             gone += 1
         return gone
 
+    def _decide_and_create(
+        self,
+        mq: dict[str, Any],
+        policy_name: str,
+        policy: dict[str, Any] | None,
+        job: dict[str, Any] | None,
+        pods: list[dict[str, Any]],
+        stale: list[str],
+        progress: Any,
+        may_create: bool,
+    ) -> tuple[Decision, Observed]:
+        """Observe what only a new Job needs (the slots in use, the claims), decide, delete
+        superseded Jobs and create the new one."""
+        meta = mq["metadata"]
+        namespace, name = meta["namespace"], meta["name"]
+        spec = mq.get("spec") or {}
+        status = mq.get("status") or {}
+        generation = int(meta.get("generation", 1))
+        active = self.kube.active_benchmarks(self.bench_ns) if may_create else 0
+        volumes = self._volumes(namespace, spec) if may_create else {}
+        obs = Observed(
+            name=name,
+            namespace=namespace,
+            uid=meta["uid"],
+            generation=generation,
+            spec=spec,
+            status=status,
+            policy_name=policy_name,
+            policy=policy,
+            job=job,
+            pods=pods,
+            stale_jobs=stale,
+            active_benchmarks=active,
+            max_concurrent=self.settings.max_concurrent_jobs,
+            now=dt.datetime.now(dt.UTC),
+            nonce=secrets.token_hex(16),
+            volumes=volumes,
+            progress=progress,
+        )
+        d = decide(obs, self.settings.job)
+        for old in d.delete_jobs:
+            log.info("superseding Job %s/%s", self.bench_ns, old)
+            self.kube.delete_job(self.bench_ns, old)
+        if d.action is ActionKind.CREATE_JOB and d.job is not None:
+            try:
+                self.kube.create_job(self.bench_ns, d.job)
+            except JobRefused as exc:
+                log.warning("Job for %s/%s refused: %s", namespace, name, exc)
+                d = job_refused(obs, d, exc.status, exc.message)
+        return d, obs
+
+    def resync(self, enqueue: Callable[[str, str], None]) -> int:
+        """The periodic resync: one list of qualifications and one of policies, and a
+        reconcile of those that need one (`needs_resync`); returns how many."""
+        policies = {
+            p["metadata"]["name"]: int(p["metadata"].get("generation", 0))
+            for p in self.kube.list_policies()
+        }
+        now = dt.datetime.now(dt.UTC)
+        due = 0
+        for mq in self.kube.list_qualifications():
+            m = mq["metadata"]
+            if self.watched(m["namespace"]) and needs_resync(
+                mq, policies, self.settings.default_policy, now
+            ):
+                enqueue(m["namespace"], m["name"])
+                due += 1
+        return due
+
     def reconcile_policy_users(self, policy: str) -> None:
         for mq in self.kube.list_qualifications():
             ref = ((mq.get("spec") or {}).get("policyRef") or {}).get("name")
             if (ref or self.settings.default_policy) == policy:
                 m = mq["metadata"]
                 self.reconcile(m["namespace"], m["name"])
+
+
+def _noop(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    """Whether merge-patching `new` onto `old` changes nothing (null removes a field): such a
+    patch is not sent, so an idle resync writes nothing."""
+    return all((k not in old) if v is None else old.get(k) == v for k, v in new.items())
 
 
 def _changed(old: dict[str, Any], new: dict[str, Any]) -> bool:
@@ -339,6 +394,17 @@ class _Watcher:
                 log.warning("orphaned-Job sweep failed: %s", exc)
             self.stop.wait(ORPHAN_SWEEP_S)
 
+    def _resync(self) -> None:
+        """Covers what no watch event announces: a free slot in the queue, an expiry, an event
+        lost while the operator was down. One thread, two lists a round, not a timer per
+        object: no finalizer on any qualification, and an idle cost that does not grow with
+        the fleet."""
+        while not self.stop.wait(self.r.settings.resync_interval_s):
+            try:
+                self.r.resync(self._enqueue)
+            except Exception as exc:  # the next round retries; the operator keeps serving
+                log.warning("resync failed: %s", exc)
+
     def _progress(self) -> None:
         while not self.stop.wait(PROGRESS_REFRESH_S):
             try:
@@ -358,6 +424,7 @@ class _Watcher:
             ).start()
         threading.Thread(target=self._sweep, name="orphan-sweep", daemon=True).start()
         threading.Thread(target=self._progress, name="progress", daemon=True).start()
+        threading.Thread(target=self._resync, name="resync", daemon=True).start()
 
 
 _runtime: dict[str, Any] = {}
@@ -406,15 +473,10 @@ def on_qualification(namespace: str, name: str, **_: Any) -> None:
     _reconciler().reconcile(namespace, name)
 
 
-@kopf.timer(GROUP, VERSION, MQ_PLURAL, interval=30.0, initial_delay=5.0)
-def resync(namespace: str, name: str, **_: Any) -> None:
-    # Covers what no watch event announces: a free slot in the queue, an expiry, a lost event.
-    _reconciler().reconcile(namespace, name)
-
-
 @kopf.on.delete(GROUP, VERSION, MQ_PLURAL, optional=True)
 def on_deleted(namespace: str, name: str, uid: str, **_: Any) -> None:
-    # Optional: this handler adds no finalizer of its own (the resync timer's is kopf's); a
+    # Optional: no handler of ours asks kopf for a finalizer (kopf removes the one an earlier
+    # version's per-object timer added), so a deletion never waits for a running operator; a
     # deletion missed while the operator was down is the sweep's.
     metrics.forget(namespace, name)
     _reconciler().delete_jobs_of(namespace, name, uid)

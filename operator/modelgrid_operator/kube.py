@@ -169,6 +169,11 @@ class Kube:
             raise
         return obj
 
+    def list_policies(self) -> list[dict[str, Any]]:
+        """Every TierPolicy (cluster-scoped)."""
+        listing = self.custom.list_cluster_custom_object(GROUP, VERSION, TP_PLURAL)
+        return list(cast(dict[str, Any], listing)["items"])
+
     # -- jobs and pods ---------------------------------------------------------------------
 
     def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:

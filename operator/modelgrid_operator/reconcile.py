@@ -1033,6 +1033,52 @@ def result_lost(
     return d
 
 
+def needs_resync(
+    obj: dict[str, Any],
+    policy_generations: dict[str, int],
+    default_policy: str,
+    now: dt.datetime,
+) -> bool:
+    """Whether the periodic resync must reconcile this qualification. A ladder, first match
+    wins; what it skips is a verdict that stands, so the resync's cost does not grow with a
+    fleet of settled qualifications (watches bring every change of theirs anyway)."""
+    meta, spec, st = obj.get("metadata") or {}, obj.get("spec") or {}, obj.get("status") or {}
+    if meta.get("deletionTimestamp"):
+        return False  # going: the sweep collects its Jobs
+    if st.get("observedGeneration") != meta.get("generation"):
+        return True  # a spec not looked at yet (an event lost while the operator was down)
+    phase = st.get("phase")
+    if phase == Phase.FAILED.value:
+        return False  # a failure stands for its generation
+    if phase != Phase.SUCCEEDED.value:
+        return True  # pending, queued, running: slots free, progress, blocks lift
+    return _verdict_due(st, spec, policy_generations, default_policy, now)
+
+
+def _verdict_due(
+    st: dict[str, Any],
+    spec: dict[str, Any],
+    policy_generations: dict[str, int],
+    default_policy: str,
+    now: dt.datetime,
+) -> bool:
+    """A standing verdict is looked at again when it expires, when its policy changed or went
+    missing, or when it is not Ready (a policy that came back)."""
+    name = (spec.get("policyRef") or {}).get("name") or default_policy
+    applied = st.get("policy") or {}
+    if name not in policy_generations or applied.get("name") != name:
+        return True
+    if int(applied.get("generation", -1)) != policy_generations[name]:
+        return True
+    expires = parse_iso(st.get("expiresAt"))
+    if expires is not None and now >= expires:
+        return True
+    ready: dict[str, Any] = next(
+        (c for c in st.get("conditions") or [] if c.get("type") == "Ready"), {}
+    )
+    return bool(ready.get("status") != "True")
+
+
 def _until(now: dt.datetime, when: dt.datetime | None) -> float | None:
     if when is None:
         return None
@@ -1116,5 +1162,6 @@ __all__ = [
     "decide",
     "job_name",
     "job_refused",
+    "needs_resync",
     "parse_duration",
 ]

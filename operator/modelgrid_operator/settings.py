@@ -23,6 +23,13 @@ def _claims(text: str) -> tuple[tuple[str, str], ...]:
     return tuple(pairs)
 
 
+def _bounded(name: str, default: int, low: int, high: int) -> int:
+    value = _int(name, default)
+    if not low <= value <= high:
+        raise ValueError(f"{name}={value} must be between {low} and {high}")
+    return value
+
+
 def _int(name: str, default: int) -> int:
     raw = os.environ.get(name, "")
     try:
@@ -50,7 +57,7 @@ class Settings:
             namespaces=tuple(n for n in env.get("MODELGRID_NAMESPACES", "").split(",") if n),
             metrics_port=_int("MODELGRID_METRICS_PORT", 8080),
             liveness_endpoint=env.get("MODELGRID_LIVENESS_ENDPOINT", "http://0.0.0.0:8081/healthz"),
-            resync_interval_s=float(_int("MODELGRID_RESYNC_SECONDS", 30)),
+            resync_interval_s=float(_bounded("MODELGRID_RESYNC_SECONDS", 30, 5, 3600)),
             job=JobSettings(
                 namespace=env.get("MODELGRID_BENCHMARK_NAMESPACE") or DEFAULT_BENCHMARK_NAMESPACE,
                 image=env.get("MODELGRID_BENCH_IMAGE", JobSettings.image),

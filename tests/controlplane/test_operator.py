@@ -12,6 +12,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -1402,3 +1403,48 @@ def test_the_report_of_a_mixed_fleet_matches_status(
     keep = REPO / "build" / "test-report"
     shutil.rmtree(keep, ignore_errors=True)
     shutil.copytree(out, keep)
+
+
+# --------------------------------------------------------------------------- no finalizer
+
+
+@pytest.mark.timeout(VERDICT_WAIT_S + 300)
+def test_deleting_a_namespace_with_the_operator_stopped_completes_in_seconds(
+    cluster: Cluster, api: client.ApiClient, operator: dict[str, Any]
+) -> None:
+    """No qualification carries a finalizer (no per-object kopf timer): with the operator
+    stopped, a namespace of qualifications goes at once; the operator, back, deletes the Jobs
+    they left."""
+    core = client.CoreV1Api(api)
+    ns = f"gone-{os.urandom(3).hex()}"
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=ns)))
+    slow = {**PACED_WORKLOAD, "tokensPerSample": 5000}
+    for i in range(3):
+        body = _mq(f"q{i}")
+        body["spec"]["workload"] = slow
+        _create(api, ns, body)
+    wait_for(
+        "every qualification to have a status and q0 a Job",
+        lambda: all(_get(api, ns, f"q{i}").get("status") for i in range(3)) and _jobs(api, ns),
+        120,
+    )
+    for i in range(3):
+        assert not _get(api, ns, f"q{i}")["metadata"].get("finalizers"), "a finalizer is back"
+    operator["op"].stop()
+    try:
+        t0 = time.monotonic()
+        core.delete_namespace(ns)
+
+        def gone() -> bool:
+            try:
+                core.read_namespace(ns)
+            except ApiException as exc:
+                return exc.status == 404
+            return False
+
+        wait_for(f"namespace {ns} to be deleted with the operator stopped", gone, 120)
+        took_s = time.monotonic() - t0
+        assert took_s < 60, f"the namespace took {took_s:.0f} s"
+    finally:
+        operator["start"]()
+    wait_for("the operator, back, to delete the orphaned Jobs", lambda: not _jobs(api, ns), 180)
