@@ -434,205 +434,308 @@ def decide(obs: Observed, settings: JobSettings, *, queue_cap_applies: bool = Tr
     return d
 
 
+@dataclass
+class _Case:
+    """What every rung of the ladder below works from, once the spec and policy are valid."""
+
+    obs: Observed
+    settings: JobSettings
+    spec: QualificationSpec
+    policy: TierPolicySpec
+    base: dict[str, Any]
+    queue_cap_applies: bool
+    same_gen: bool
+    attempt: int
+    reruns: int
+
+    def start(self, attempt: int, base: dict[str, Any], reason: Reason, why: str) -> Decision:
+        """A Job for `attempt` (or the wait for one: blocked, or the cap reached)."""
+        return _start(
+            self.obs,
+            self.spec,
+            self.settings,
+            attempt,
+            base,
+            self.queue_cap_applies,
+            reason,
+            why,
+            policy=self.policy,
+        )
+
+
 def _decide(obs: Observed, settings: JobSettings, *, queue_cap_applies: bool) -> Decision:
-    st = obs.status
+    """The ladder, read top to bottom as kopf reads its causes: the first rung that answers
+    decides. An invalid spec; a missing or invalid policy; a policy not for this namespace; a
+    verdict that stands (re-priced, re-verified, or left); a failure that stands; no Job yet;
+    the Job complete (priced, rerun, or its result lost); failed; suspended by Kueue; running
+    or waiting to be scheduled."""
     base: dict[str, Any] = {"observedGeneration": obs.generation}
+    spec = _valid_spec(obs, base)
+    if isinstance(spec, Decision):
+        return spec
+    policy = _valid_policy(obs, base)
+    if isinstance(policy, Decision):
+        return policy
+    c = _case(obs, settings, spec, policy, base, queue_cap_applies)
+    for rung in (_not_for_this_namespace, _standing_verdict, _standing_failure, _no_job):
+        found = rung(c)
+        if found is not None:
+            return found
+    return _with_job(c)
+
+
+def _valid_spec(obs: Observed, base: dict[str, Any]) -> QualificationSpec | Decision:
+    """The spec, or Failed `SpecInvalid` with the words of what is wrong."""
     try:
         spec = QualificationSpec.model_validate(obs.spec)
+        parse_duration(spec.reverify_after)
     except ValidationError as exc:
         words = validation_message(exc)
-        status = _failed(obs, Reason.SPEC_INVALID.value, f"the spec is invalid: {words}")
-        return Decision(
-            {**base, **status}, events=[("Warning", Reason.SPEC_INVALID.value, _clip(words))]
-        )
-    try:
-        parse_duration(spec.reverify_after)
     except ValueError as exc:
-        status = _failed(obs, Reason.SPEC_INVALID.value, f"the spec is invalid: {exc}")
-        return Decision(
-            {**base, **status}, events=[("Warning", Reason.SPEC_INVALID.value, _clip(str(exc)))]
-        )
+        words = str(exc)
+    else:
+        return spec
+    status = _failed(obs, Reason.SPEC_INVALID.value, f"the spec is invalid: {words}")
+    return Decision(
+        {**base, **status}, events=[("Warning", Reason.SPEC_INVALID.value, _clip(words))]
+    )
+
+
+def _valid_policy(obs: Observed, base: dict[str, Any]) -> TierPolicySpec | Decision:
+    """The TierPolicy, or Stalled with why it is missing or invalid (the phase kept)."""
     policy = _policy(obs)
-    if isinstance(policy, tuple):
-        reason, message = policy
-        status = _failed(obs, reason, message)
-        status["phase"] = st.get("phase") or Phase.PENDING.value
-        return Decision(
-            {**base, **status}, events=[("Warning", reason, message)], requeue_after_s=60.0
-        )
+    if not isinstance(policy, tuple):
+        return policy
+    reason, message = policy
+    status = _failed(obs, reason, message)
+    status["phase"] = obs.status.get("phase") or Phase.PENDING.value
+    return Decision({**base, **status}, events=[("Warning", reason, message)], requeue_after_s=60.0)
 
+
+def _case(
+    obs: Observed,
+    settings: JobSettings,
+    spec: QualificationSpec,
+    policy: TierPolicySpec,
+    base: dict[str, Any],
+    queue_cap_applies: bool,
+) -> _Case:
+    """The counters of this generation (a new one starts them again)."""
+    st = obs.status
     same_gen = st.get("observedGeneration") == obs.generation
-    attempt = int(st.get("attempt") or 0) if same_gen else 0
-    reruns = int(st.get("reruns") or 0) if same_gen else 0
     if not same_gen and st.get("lostResults"):
-        base["lostResults"] = None  # a new generation starts its count again
-    phase = st.get("phase")
-    if not policy.applies_to(obs.namespace) and not (same_gen and phase == Phase.FAILED.value):
-        return _blocked_decision(
-            obs,
-            {**base, "attempt": attempt, "reruns": reruns},
-            Reason.POLICY_NOT_ALLOWED,
-            f"TierPolicy {obs.policy_name!r} prices only namespaces "
-            f"{', '.join(policy.allowed_namespaces)} (spec.allowedNamespaces), not "
-            f"{obs.namespace!r}; name another policy in spec.policyRef",
-        )
+        base["lostResults"] = None
+    return _Case(
+        obs=obs,
+        settings=settings,
+        spec=spec,
+        policy=policy,
+        base=base,
+        queue_cap_applies=queue_cap_applies,
+        same_gen=same_gen,
+        attempt=int(st.get("attempt") or 0) if same_gen else 0,
+        reruns=int(st.get("reruns") or 0) if same_gen else 0,
+    )
 
-    # A verdict stands for this generation: re-evaluate on a policy change, rerun when due.
-    if same_gen and phase == Phase.SUCCEEDED.value and st.get("result"):
-        pol = st.get("policy") or {}
-        gen = int((obs.policy or {}).get("metadata", {}).get("generation", 0))
-        expires = parse_iso(st.get("expiresAt"))
-        unbound = not _bound_result(st["result"])
-        if unbound or (expires is not None and obs.now >= expires):
-            attempt += 1
-            base.update({"attempt": attempt, "reruns": 0})
-            return _start(
-                obs,
-                spec,
-                settings,
-                attempt,
-                base,
-                queue_cap_applies,
-                Reason.REVERIFY,
-                "the verdict was measured before results were bound to their Job; a fresh run "
-                "is due"
-                if unbound
-                else "the qualification expired; a fresh run is due",
-                policy=policy,
-            )
-        ready: dict[str, Any] = next(
-            (c for c in st.get("conditions") or [] if c.get("type") == "Ready"), {}
-        )
-        if (
-            pol.get("name") != obs.policy_name
-            or int(pol.get("generation", -1)) != gen
-            # a verdict left not Ready by a missing or invalid policy that is back unchanged
-            or ready.get("status") != "True"
-        ):
-            try:
-                status, _, events = _verdict_status(
-                    obs, spec, policy, st["result"], attempt, reruns_done=policy.max_reruns
-                )
-                # re-pricing the same measurement does not postpone its re-verification
-                if st.get("expiresAt"):
-                    status["expiresAt"] = st["expiresAt"]
-            except ResultRejected as exc:
-                status = _failed(obs, Reason.RESULT_REJECTED.value, f"{exc.reason}: {exc.message}")
-                events = [("Warning", Reason.RESULT_REJECTED.value, f"{exc.reason}: {exc.message}")]
-            events = [
-                (t, r, f"re-evaluated under TierPolicy {obs.policy_name} generation {gen}: {m}")
-                for t, r, m in events
-            ]
-            return Decision({**base, **status}, events=events)
-        return Decision(base, requeue_after_s=_until(obs.now, expires))
-    if same_gen and phase == Phase.FAILED.value:
-        return Decision(base)
 
-    job = obs.job
-    if job is None:
-        return _start(
-            obs,
-            spec,
-            settings,
-            attempt,
-            {**base, "attempt": attempt, "reruns": reruns},
-            queue_cap_applies,
-            Reason.CREATED,
-            "",
-            policy=policy,
+def _not_for_this_namespace(c: _Case) -> Decision | None:
+    """A policy that prices other namespaces only: blocked until another is named (a failure
+    that stands is left as it is)."""
+    obs = c.obs
+    if c.policy.applies_to(obs.namespace):
+        return None
+    if c.same_gen and obs.status.get("phase") == Phase.FAILED.value:
+        return None
+    return _blocked_decision(
+        obs,
+        {**c.base, "attempt": c.attempt, "reruns": c.reruns},
+        Reason.POLICY_NOT_ALLOWED,
+        f"TierPolicy {obs.policy_name!r} prices only namespaces "
+        f"{', '.join(c.policy.allowed_namespaces)} (spec.allowedNamespaces), not "
+        f"{obs.namespace!r}; name another policy in spec.policyRef",
+    )
+
+
+def _standing_verdict(c: _Case) -> Decision | None:
+    """A verdict of this generation: measured again when it expired (or predates results bound
+    to their Job), re-priced when its policy changed or it is not Ready, else left alone until
+    it expires."""
+    st = c.obs.status
+    if not (c.same_gen and st.get("phase") == Phase.SUCCEEDED.value and st.get("result")):
+        return None
+    expires = parse_iso(st.get("expiresAt"))
+    unbound = not _bound_result(st["result"])
+    if unbound or (expires is not None and c.obs.now >= expires):
+        base = {**c.base, "attempt": c.attempt + 1, "reruns": 0}
+        why = (
+            "the verdict was measured before results were bound to their Job; a fresh run is due"
+            if unbound
+            else "the qualification expired; a fresh run is due"
         )
-    base.update({"attempt": attempt, "jobName": job["metadata"]["name"], "reruns": reruns})
-    decision = Decision(base, delete_jobs=list(obs.stale_jobs))
+        return c.start(c.attempt + 1, base, Reason.REVERIFY, why)
+    if _verdict_current(c):
+        return Decision(c.base, requeue_after_s=_until(c.obs.now, expires))
+    return _reprice(c)
+
+
+def _policy_generation(obs: Observed) -> int:
+    return int((obs.policy or {}).get("metadata", {}).get("generation", 0))
+
+
+def _verdict_current(c: _Case) -> bool:
+    """Priced by this policy at its current generation, and Ready (a verdict left not Ready by
+    a missing or invalid policy that is back unchanged is priced again)."""
+    st = c.obs.status
+    pol = st.get("policy") or {}
+    ready: dict[str, Any] = next(
+        (x for x in st.get("conditions") or [] if x.get("type") == "Ready"), {}
+    )
+    return (
+        pol.get("name") == c.obs.policy_name
+        and int(pol.get("generation", -1)) == _policy_generation(c.obs)
+        and ready.get("status") == "True"
+    )
+
+
+def _reprice(c: _Case) -> Decision:
+    """The stored measurement priced again under the policy as it is now; re-pricing does not
+    postpone its re-verification."""
+    obs, st = c.obs, c.obs.status
+    try:
+        status, _, events = _verdict_status(
+            obs, c.spec, c.policy, st["result"], c.attempt, reruns_done=c.policy.max_reruns
+        )
+        if st.get("expiresAt"):
+            status["expiresAt"] = st["expiresAt"]
+    except ResultRejected as exc:
+        status = _failed(obs, Reason.RESULT_REJECTED.value, f"{exc.reason}: {exc.message}")
+        events = [("Warning", Reason.RESULT_REJECTED.value, f"{exc.reason}: {exc.message}")]
+    gen = _policy_generation(obs)
+    events = [
+        (t, r, f"re-evaluated under TierPolicy {obs.policy_name} generation {gen}: {m}")
+        for t, r, m in events
+    ]
+    return Decision({**c.base, **status}, events=events)
+
+
+def _standing_failure(c: _Case) -> Decision | None:
+    """A failure of this generation stands until the spec changes."""
+    if c.same_gen and c.obs.status.get("phase") == Phase.FAILED.value:
+        return Decision(c.base)
+    return None
+
+
+def _no_job(c: _Case) -> Decision | None:
+    """No Job of this generation and attempt yet: make one (or wait for a slot)."""
+    if c.obs.job is not None:
+        return None
+    return c.start(
+        c.attempt, {**c.base, "attempt": c.attempt, "reruns": c.reruns}, Reason.CREATED, ""
+    )
+
+
+def _with_job(c: _Case) -> Decision:
+    """The Job of this generation and attempt, as it stands."""
+    job = c.obs.job
+    assert job is not None
+    c.base.update({"attempt": c.attempt, "jobName": job["metadata"]["name"], "reruns": c.reruns})
+    decision = Decision(c.base, delete_jobs=list(c.obs.stale_jobs))
     if _job_condition(job, "Complete") or _job_condition(job, "SuccessCriteriaMet"):
-        succeeded = [p for p in obs.pods if (p.get("status") or {}).get("phase") == "Succeeded"]
-        if len(succeeded) > 1:
-            names = ", ".join(sorted(str(p["metadata"]["name"]) for p in succeeded))
-            message = (
-                f"Job {job['metadata']['name']} has {len(succeeded)} succeeded pods ({names}) "
-                "for one run: which one measured is unknown, so none is priced"
-            )
-            decision.status.update(_failed(obs, Reason.AMBIGUOUS_RESULT.value, message))
-            decision.events.append(("Warning", Reason.AMBIGUOUS_RESULT.value, _clip(message)))
-            return decision
-        if not succeeded:
-            return result_lost(obs, spec, settings, attempt, base, queue_cap_applies, policy)
-        term = _terminated(succeeded[-1]) if succeeded else None
-        raw = (term or {}).get("message") or ""
-        try:
-            status, rerun, events = _verdict_status(
-                obs, spec, policy, raw, attempt, reruns, nonce=job_nonce(job), check_nonce=True
-            )
-        except ResultRejected as exc:
-            message = f"{exc.reason}: {exc.message}"
-            decision.status.update(_failed(obs, Reason.RESULT_REJECTED.value, message))
-            decision.events.append(("Warning", Reason.RESULT_REJECTED.value, _clip(message)))
-            kept = evidence_read(job, succeeded[-1], {})
-            if kept is not None:  # an auditor looks at refused evidence too
-                decision.status["evidence"] = kept
-            return decision
-        if rerun:
-            nxt = attempt + 1
-            base.update({"attempt": nxt, "reruns": reruns + 1})
-            d = _start(
-                obs,
-                spec,
-                settings,
-                nxt,
-                base,
-                queue_cap_applies,
-                Reason.RERUN,
-                events[0][2],
-                policy=policy,
-            )
-            d.events = events + d.events
-            return d
-        kept = evidence_read(job, succeeded[-1], status.get("measured") or {})
-        if kept is not None:
-            status["evidence"] = kept
-        decision.status.update(status)
-        decision.events.extend(events)
-        return decision
+        return _completed(c, job, decision)
     failed = _job_condition(job, "Failed") or _job_condition(job, "FailureTarget")
     if failed:
-        job_reason = str(failed.get("reason") or "Failed")
-        bench = _benchmark_failure(obs.pods)
-        if job_reason == "DeadlineExceeded":
-            reason = Reason.DEADLINE.value
-            message = f"the benchmark did not finish within timeoutSeconds={spec.timeout_seconds}"
-            if _unschedulable(obs.pods):
-                message += f"; it was never scheduled: {_unschedulable(obs.pods)}"
-        elif job_reason == "PodFailurePolicy" and bench and bench[0] == Reason.BAD_INPUT.value:
-            reason, message = Reason.BAD_INPUT.value, f"the benchmark refused its input: {bench[1]}"
-        elif bench and bench[0] in ENGINE_REASONS:
-            # the engine's own failure says more than how often the Job tried
-            tries = (
-                ""
-                if job_reason == "PodFailurePolicy"
-                else (f" (the benchmark tried {settings.backoff_limit + 1} times)")
-            )
-            reason, message = bench[0], bench[1] + tries
-        elif job_reason == "BackoffLimitExceeded":
-            reason = Reason.BACKOFF_LIMIT.value
-            message = f"the benchmark failed {settings.backoff_limit + 1} times"
-            if bench:
-                message += f"; last: {bench[0]}: {bench[1]}"
-        else:
-            reason = bench[0] if bench else Reason.BENCHMARK_ERROR.value
-            message = f"{job_reason}: {bench[1] if bench else failed.get('message', '')}"
-        decision.status.update(_failed(obs, reason, message))
+        reason, message = _failure_words(c, failed)
+        decision.status.update(_failed(c.obs, reason, message))
         decision.events.append(("Warning", reason, _clip(message)))
         return decision
     if (job.get("spec") or {}).get("suspend"):
         decision.status.update(
             _in_progress(
-                obs,
+                c.obs,
                 Phase.QUEUED,
                 Reason.QUEUED,
-                f"waiting for Kueue to admit the Job to queue {spec.queue_name!r}",
+                f"waiting for Kueue to admit the Job to queue {c.spec.queue_name!r}",
                 (False, Reason.QUEUED.value, "queued"),
             )
         )
         return decision
+    return _in_flight(c, job, decision)
+
+
+def _completed(c: _Case, job: dict[str, Any], decision: Decision) -> Decision:
+    """A complete Job: one succeeded pod's result priced (or refused, or a rerun asked for);
+    several are ambiguous; none left is a lost result, measured again."""
+    obs = c.obs
+    succeeded = [p for p in obs.pods if (p.get("status") or {}).get("phase") == "Succeeded"]
+    if len(succeeded) > 1:
+        names = ", ".join(sorted(str(p["metadata"]["name"]) for p in succeeded))
+        message = (
+            f"Job {job['metadata']['name']} has {len(succeeded)} succeeded pods ({names}) "
+            "for one run: which one measured is unknown, so none is priced"
+        )
+        decision.status.update(_failed(obs, Reason.AMBIGUOUS_RESULT.value, message))
+        decision.events.append(("Warning", Reason.AMBIGUOUS_RESULT.value, _clip(message)))
+        return decision
+    if not succeeded:
+        return result_lost(
+            obs, c.spec, c.settings, c.attempt, c.base, c.queue_cap_applies, c.policy
+        )
+    pod = succeeded[-1]
+    raw = (_terminated(pod) or {}).get("message") or ""
+    try:
+        status, rerun, events = _verdict_status(
+            obs, c.spec, c.policy, raw, c.attempt, c.reruns, nonce=job_nonce(job), check_nonce=True
+        )
+    except ResultRejected as exc:
+        message = f"{exc.reason}: {exc.message}"
+        decision.status.update(_failed(obs, Reason.RESULT_REJECTED.value, message))
+        decision.events.append(("Warning", Reason.RESULT_REJECTED.value, _clip(message)))
+        kept = evidence_read(job, pod, {})
+        if kept is not None:  # an auditor looks at refused evidence too
+            decision.status["evidence"] = kept
+        return decision
+    if rerun:
+        c.base.update({"attempt": c.attempt + 1, "reruns": c.reruns + 1})
+        d = c.start(c.attempt + 1, c.base, Reason.RERUN, events[0][2])
+        d.events = events + d.events
+        return d
+    kept = evidence_read(job, pod, status.get("measured") or {})
+    if kept is not None:
+        status["evidence"] = kept
+    decision.status.update(status)
+    decision.events.extend(events)
+    return decision
+
+
+def _failure_words(c: _Case, failed: dict[str, Any]) -> tuple[str, str]:
+    """The reason and message of a failed Job: its deadline, the benchmark's refusal of its
+    input, the engine's own failure, the retries spent, or what the Job controller said."""
+    job_reason = str(failed.get("reason") or "Failed")
+    bench = _benchmark_failure(c.obs.pods)
+    if job_reason == "DeadlineExceeded":
+        message = f"the benchmark did not finish within timeoutSeconds={c.spec.timeout_seconds}"
+        never = _unschedulable(c.obs.pods)
+        return Reason.DEADLINE.value, message + (
+            f"; it was never scheduled: {never}" if never else ""
+        )
+    if job_reason == "PodFailurePolicy" and bench and bench[0] == Reason.BAD_INPUT.value:
+        return Reason.BAD_INPUT.value, f"the benchmark refused its input: {bench[1]}"
+    tries = c.settings.backoff_limit + 1
+    if bench and bench[0] in ENGINE_REASONS:
+        # the engine's own failure says more than how often the Job tried
+        said = "" if job_reason == "PodFailurePolicy" else f" (the benchmark tried {tries} times)"
+        return bench[0], bench[1] + said
+    if job_reason == "BackoffLimitExceeded":
+        last = f"; last: {bench[0]}: {bench[1]}" if bench else ""
+        return Reason.BACKOFF_LIMIT.value, f"the benchmark failed {tries} times{last}"
+    reason = bench[0] if bench else Reason.BENCHMARK_ERROR.value
+    return reason, f"{job_reason}: {bench[1] if bench else failed.get('message', '')}"
+
+
+def _in_flight(c: _Case, job: dict[str, Any], decision: Decision) -> Decision:
+    """A Job still going: running (with its progress, failed when it stopped moving),
+    unschedulable, or created and not yet scheduled."""
+    obs, spec = c.obs, c.spec
     running = [p for p in obs.pods if (p.get("status") or {}).get("phase") == "Running"]
     unschedulable = _unschedulable(obs.pods)
     if running:
@@ -655,26 +758,21 @@ def _decide(obs: Observed, settings: JobSettings, *, queue_cap_applies: bool) ->
             )
         )
         decision.status["progress"] = progress
-    elif unschedulable:
-        decision.status.update(
-            _in_progress(
-                obs,
-                Phase.SCHEDULING,
-                Reason.UNSCHEDULABLE,
-                f"waiting for a {spec.hardware.gpu_product} node: {unschedulable}",
-                (False, Reason.UNSCHEDULABLE.value, unschedulable),
-            )
+        return decision
+    state: tuple[Phase, Reason, str, tuple[bool, str, str]] = (
+        Phase.SCHEDULING,
+        Reason.CREATED,
+        f"Job {job['metadata']['name']} created",
+        (False, "Pending", "the benchmark pod is not scheduled yet"),
+    )
+    if unschedulable:
+        state = (
+            Phase.SCHEDULING,
+            Reason.UNSCHEDULABLE,
+            f"waiting for a {spec.hardware.gpu_product} node: {unschedulable}",
+            (False, Reason.UNSCHEDULABLE.value, unschedulable),
         )
-    else:
-        decision.status.update(
-            _in_progress(
-                obs,
-                Phase.SCHEDULING,
-                Reason.CREATED,
-                f"Job {job['metadata']['name']} created",
-                (False, "Pending", "the benchmark pod is not scheduled yet"),
-            )
-        )
+    decision.status.update(_in_progress(obs, *state))
     return decision
 
 

@@ -586,6 +586,44 @@ def _fmt_limit(name: str, value: float, limit: float | None, boundary: Boundary,
     return f"{name} {value:.4g}{unit} {op} {limit:g}{unit}"
 
 
+def _priced_sentence(cv: float, avg_power_w: float, tier: Tier, over: str) -> str:
+    """ "Power CV 0.03 over 1 s windows, 95% CI ...; average power 128 W. power CV 0.03 < 0.1
+    and average power 128 W < 150 W: Tier 1." (each limit the tier has, as it was met)."""
+    limits = [
+        x
+        for x in (
+            _fmt_limit("power CV", cv, tier.max_cv, tier.cv_boundary, ""),
+            _fmt_limit(
+                "average power", avg_power_w, tier.max_avg_power_w, tier.power_boundary, " W"
+            ),
+        )
+        if x
+    ]
+    return (
+        f"Power CV {cv:.4g} over {over}; average power {avg_power_w:.4g} W. "
+        + (f"{' and '.join(limits)}: " if limits else "")
+        + f"{tier.label or tier.name}."
+    )
+
+
+def _borderline(
+    tier: Tier, ci: tuple[float, float] | None, policy: TierPolicySpec, reruns_done: int
+) -> tuple[Tier, bool, str]:
+    """A price the interval does not settle: a rerun when the policy asks for one and reruns
+    are left, else the worse tier (the last one without an interval: nothing bounds the CV).
+    Returns the tier, whether a rerun is requested, and the words."""
+    upper = f"the CI's upper end {ci[1]:.4g} crosses {tier.max_cv:g}" if ci else "no CI"
+    if policy.borderline is BorderlinePolicy.RERUN and reruns_done < policy.max_reruns:
+        words = f"Borderline: {upper}; rerun {reruns_done + 1} of {policy.max_reruns} requested."
+        return tier, True, words
+    worse = policy.tiers[-1] if ci is None else _worse(tier, policy)
+    return (
+        worse,
+        False,
+        f"Borderline: {upper}, so the worse tier applies: {worse.label or worse.name}.",
+    )
+
+
 def evaluate(
     result: CompactResult,
     spec: QualificationSpec,
@@ -609,19 +647,7 @@ def evaluate(
     ci = result.power_cv_ci95 if policy.tier_metric == "power_cv_1s" else None
     ci_text = f", 95% CI {ci[0]:.4g}-{ci[1]:.4g}" if ci else ""
     if tier is not None:
-        limits = [
-            x
-            for x in (
-                _fmt_limit("power CV", cv, tier.max_cv, tier.cv_boundary, ""),
-                _fmt_limit("average power", avg, tier.max_avg_power_w, tier.power_boundary, " W"),
-            )
-            if x
-        ]
-        parts.append(
-            f"Power CV {cv:.4g} over {scale}{ci_text}; average power {avg:.4g} W. "
-            + (f"{' and '.join(limits)}: " if limits else "")
-            + f"{tier.label or tier.name}."
-        )
+        parts.append(_priced_sentence(cv, avg, tier, f"{scale}{ci_text}"))
         no_interval = policy.tier_metric == "power_cv_1s" and ci is None
         crosses = (
             ci is not None
@@ -633,20 +659,8 @@ def evaluate(
         if (no_interval and tier.max_cv is not None) or crosses:
             borderline = True
             flags.append("borderline")
-            upper = f"the CI's upper end {ci[1]:.4g} crosses {tier.max_cv:g}" if ci else "no CI"
-            if policy.borderline is BorderlinePolicy.RERUN and reruns_done < policy.max_reruns:
-                rerun = True
-                parts.append(
-                    f"Borderline: {upper}; rerun {reruns_done + 1} of {policy.max_reruns} "
-                    "requested."
-                )
-            else:
-                # Without an interval nothing bounds the CV: standard pricing, the last tier.
-                worse = policy.tiers[-1] if ci is None else _worse(tier, policy)
-                parts.append(
-                    f"Borderline: {upper}, so the worse tier applies: {worse.label or worse.name}."
-                )
-                tier = worse
+            tier, rerun, words = _borderline(tier, ci, policy, reruns_done)
+            parts.append(words)
     else:
         parts.append(f"Power CV {cv:.4g}, average power {avg:.4g} W: no tier of the policy fits.")
     claims = check_claims(spec, result, tier, policy)
