@@ -10,7 +10,6 @@ kopf keeps its own progress and diff-base in annotations, so status belongs to t
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import logging
 import secrets
 import threading
@@ -20,13 +19,10 @@ from contextlib import contextmanager, nullcontext, suppress
 from typing import Any
 
 import kopf
-from kubernetes import watch
 
 from modelgrid_operator import metrics
 from modelgrid_operator.api import GROUP, MQ_PLURAL, TP_PLURAL, VERSION, QualificationSpec
 from modelgrid_operator.jobs import (
-    LABEL_MANAGED,
-    MANAGED_BY,
     job_name,
     model_claims,
     qualification_of,
@@ -341,7 +337,8 @@ PROGRESS_REFRESH_S = 10.0
 
 
 class _Watcher:
-    """Server-side label-selected watches of our Jobs and pods, mapped to their owner."""
+    """The cache's changes of our Jobs and pods mapped to their owner's reconcile; the orphan
+    sweep, the progress refresh and the resync, each a thread."""
 
     def __init__(self, reconciler: Reconciler) -> None:
         self.r = reconciler
@@ -366,25 +363,11 @@ class _Watcher:
 
         self.pool.submit(run)
 
-    def _loop(self, list_fn: Any) -> None:
-        selector = f"{LABEL_MANAGED}={MANAGED_BY}"
-        while not self.stop.is_set():
-            try:
-                w = watch.Watch()
-                for event in w.stream(list_fn, label_selector=selector, timeout_seconds=60):
-                    if self.stop.is_set():
-                        w.stop()
-                        return
-                    meta = event["object"].metadata
-                    owner = qualification_of(
-                        {"metadata": {"labels": meta.labels, "annotations": meta.annotations}}
-                    )
-                    if owner is not None:
-                        self._enqueue(owner[0], owner[1])
-            except Exception as exc:
-                if not self.stop.is_set():
-                    log.warning("watch restarted after: %s", exc)
-                    self.stop.wait(1.0)
+    def _changed(self, obj: dict[str, Any]) -> None:
+        """A Job or pod of ours changed (the cache's watch saw it): reconcile its owner."""
+        owner = qualification_of(obj)
+        if owner is not None:
+            self._enqueue(owner[0], owner[1])
 
     def _sweep(self) -> None:
         while not self.stop.is_set():
@@ -414,14 +397,12 @@ class _Watcher:
                 log.warning("progress refresh failed: %s", exc)
 
     def start(self) -> None:
-        k, ns = self.r.kube, self.r.bench_ns
-        for fn, name in (
-            (functools.partial(k.batch.list_namespaced_job, ns), "jobs"),
-            (functools.partial(k.core.list_namespaced_pod, ns), "pods"),
-        ):
-            threading.Thread(
-                target=self._loop, args=(fn,), name=f"watch-{name}", daemon=True
-            ).start()
+        # the cache's watches resume from their resourceVersion: no replay of every object
+        if not self.r.kube.start_cache(self.r.bench_ns, self._changed, self.stop):
+            log.warning(
+                "the cache of benchmark Jobs and pods is not synced yet: reading them from the "
+                "API until it is"
+            )
         threading.Thread(target=self._sweep, name="orphan-sweep", daemon=True).start()
         threading.Thread(target=self._progress, name="progress", daemon=True).start()
         threading.Thread(target=self._resync, name="resync", daemon=True).start()

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import json
 import logging
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from typing import Any, cast
 
 import urllib3
@@ -20,6 +22,7 @@ from kubernetes.client.exceptions import ApiException
 
 from modelgrid_contract.progress import TAIL_LINES, Progress, parse_progress
 from modelgrid_operator.api import GROUP, MQ_PLURAL, TP_PLURAL, VERSION
+from modelgrid_operator.informer import Informer
 from modelgrid_operator.jobs import (
     CONTAINER,
     LABEL_CONTROLLER_UID,
@@ -64,6 +67,26 @@ def _api_message(exc: ApiException) -> str:
         body = {}
     text = body.get("message") if isinstance(body, dict) else None
     return str(text or exc.reason or "refused")
+
+
+def _owned_by_job(pod: dict[str, Any], uid: str) -> bool:
+    """A controller owner reference to the Job of `uid` (a pod that merely carries the Job's
+    name or uid in a label is someone else's)."""
+    refs = (pod.get("metadata") or {}).get("ownerReferences") or []
+    return any(r.get("controller") and r.get("kind") == "Job" and r.get("uid") == uid for r in refs)
+
+
+FINISHED = frozenset({"Complete", "Failed", "SuccessCriteriaMet", "FailureTarget"})
+
+
+def _occupies_slot(job: dict[str, Any]) -> bool:
+    """Neither finished nor suspended (waiting for Kueue)."""
+    conds = {
+        c.get("type")
+        for c in (job.get("status") or {}).get("conditions") or []
+        if c.get("status") == "True"
+    }
+    return not (conds & FINISHED) and not (job.get("spec") or {}).get("suspend")
 
 
 class KubeconfigError(Exception):
@@ -113,6 +136,47 @@ class Kube:
         self.core = client.CoreV1Api(api)
         self.batch = client.BatchV1Api(api)
         self.custom = client.CustomObjectsApi(api)
+        #: the benchmark namespace's Jobs and pods of ours, once `start_cache` synced them
+        self._cache_ns: str | None = None
+        self._jobs: Informer | None = None
+        self._pods: Informer | None = None
+
+    # -- the cache of our Jobs and pods ------------------------------------------------------
+
+    def start_cache(
+        self,
+        namespace: str,
+        on_change: Callable[[dict[str, Any]], None],
+        stop: threading.Event,
+        timeout_s: float = 60.0,
+    ) -> bool:
+        """Keep the benchmark namespace's Jobs and pods of ours in memory (`informer`), calling
+        `on_change` for each change, until `stop`. Reads fall back to the API until both are
+        synced (or if they never are: a forbidden namespace is reported by those reads)."""
+        selector = f"{LABEL_MANAGED}={MANAGED_BY}"
+        self._jobs = Informer(
+            "jobs",
+            functools.partial(self.batch.list_namespaced_job, namespace),
+            selector,
+            on_change,
+        )
+        self._pods = Informer(
+            "pods", functools.partial(self.core.list_namespaced_pod, namespace), selector, on_change
+        )
+        self._cache_ns = namespace
+        for inf in (self._jobs, self._pods):
+            threading.Thread(
+                target=inf.run, args=(stop,), name=f"informer-{inf.kind}", daemon=True
+            ).start()
+        return all(inf.synced.wait(timeout_s) for inf in (self._jobs, self._pods))
+
+    def _cache(self, namespace: str) -> tuple[Informer, Informer] | None:
+        jobs, pods = self._jobs, self._pods
+        if jobs is None or pods is None or namespace != self._cache_ns:
+            return None
+        if not (jobs.synced.is_set() and pods.synced.is_set()):
+            return None
+        return jobs, pods
 
     def _dict(self, obj: Any) -> dict[str, Any]:
         out: dict[str, Any] = self.api.sanitize_for_serialization(obj)
@@ -188,7 +252,7 @@ class Kube:
         """Create the Job, or adopt the one of that name if it is this qualification's own
         (a restart); a Job of that name made for another qualification is refused (409)."""
         try:
-            return self._dict(self.batch.create_namespaced_job(namespace, manifest))
+            created = self._dict(self.batch.create_namespaced_job(namespace, manifest))
         except ApiException as exc:
             if exc.status in (400, 403, 404, 422):
                 raise JobRefused(int(exc.status), _api_message(exc)) from exc
@@ -204,6 +268,10 @@ class Kube:
                     409, f"a Job named {name} already exists in {namespace} for another owner"
                 ) from exc
             return existing
+        cache = self._cache(namespace)
+        if cache is not None:  # counted at once, before its watch event arrives
+            cache[0].put(created)
+        return created
 
     def delete_job(self, namespace: str, name: str) -> None:
         """Delete a Job and, in the background, its pods; gone already is fine."""
@@ -212,8 +280,19 @@ class Kube:
         except ApiException as exc:
             if exc.status != 404:
                 raise
+        cache = self._cache(namespace)
+        if cache is not None:
+            cache[0].forget(name)
 
     def jobs_of(self, namespace: str, qualification_uid: str) -> list[dict[str, Any]]:
+        cache = self._cache(namespace)
+        if cache is not None:
+            return [
+                j
+                for j in cache[0].items()
+                if ((j.get("metadata") or {}).get("labels") or {}).get(LABEL_QUALIFICATION)
+                == qualification_uid
+            ]
         with _benchmark_access("listing benchmark Jobs"):
             selector = f"{LABEL_MANAGED}={MANAGED_BY},{LABEL_QUALIFICATION}={qualification_uid}"
             jobs = self.batch.list_namespaced_job(namespace, label_selector=selector).items
@@ -223,21 +302,22 @@ class Kube:
         """The pods the Job controller made for this Job: selected by the controller-uid label
         and kept only with a controller owner reference to the Job's uid (a pod that merely
         carries the Job's name in a label is someone else's)."""
-        with _benchmark_access("listing benchmark pods"):
-            meta = job["metadata"]
-            uid = meta["uid"]
-            pods = self.core.list_namespaced_pod(
-                meta["namespace"], label_selector=f"{LABEL_CONTROLLER_UID}={uid}"
-            ).items
-            out = []
-            for pod in (self._dict(p) for p in pods):
-                refs = (pod.get("metadata") or {}).get("ownerReferences") or []
-                if any(
-                    r.get("controller") and r.get("kind") == "Job" and r.get("uid") == uid
-                    for r in refs
-                ):
-                    out.append(pod)
-            return out
+        meta = job["metadata"]
+        uid = meta["uid"]
+        cache = self._cache(meta["namespace"])
+        if cache is not None:
+            pods = [
+                p
+                for p in cache[1].items()
+                if ((p.get("metadata") or {}).get("labels") or {}).get(LABEL_CONTROLLER_UID) == uid
+            ]
+        else:
+            with _benchmark_access("listing benchmark pods"):
+                found = self.core.list_namespaced_pod(
+                    meta["namespace"], label_selector=f"{LABEL_CONTROLLER_UID}={uid}"
+                ).items
+            pods = [self._dict(p) for p in found]
+        return [p for p in pods if _owned_by_job(p, uid)]
 
     def progress_of(self, pod: dict[str, Any]) -> Progress | None:
         """The benchmark's last progress line in its log (pods/log get, the last few lines);
@@ -254,14 +334,21 @@ class Kube:
 
     def running_benchmark_owners(self, namespace: str) -> list[tuple[str, str]]:
         """(namespace, name) of the qualifications whose benchmark pods are running now."""
-        with _benchmark_access("listing running benchmark pods"):
-            pods = self.core.list_namespaced_pod(
-                namespace,
-                label_selector=f"{LABEL_MANAGED}={MANAGED_BY}",
-                field_selector="status.phase=Running",
-            ).items
+        cache = self._cache(namespace)
+        if cache is not None:
+            running = [
+                p for p in cache[1].items() if (p.get("status") or {}).get("phase") == "Running"
+            ]
+        else:
+            with _benchmark_access("listing running benchmark pods"):
+                found = self.core.list_namespaced_pod(
+                    namespace,
+                    label_selector=f"{LABEL_MANAGED}={MANAGED_BY}",
+                    field_selector="status.phase=Running",
+                ).items
+            running = [self._dict(p) for p in found]
         owners = []
-        for pod in (self._dict(p) for p in pods):
+        for pod in running:
             owner = qualification_of(pod)
             if owner is not None:
                 owners.append((owner[0], owner[1]))
@@ -269,6 +356,9 @@ class Kube:
 
     def list_benchmark_jobs(self, namespace: str) -> list[dict[str, Any]]:
         """Every benchmark Job in the benchmark namespace (metadata and status)."""
+        cache = self._cache(namespace)
+        if cache is not None:
+            return cache[0].items()
         with _benchmark_access("listing benchmark Jobs"):
             jobs = self.batch.list_namespaced_job(
                 namespace, label_selector=f"{LABEL_MANAGED}={MANAGED_BY}"
@@ -287,24 +377,9 @@ class Kube:
                 raise
 
     def active_benchmarks(self, namespace: str) -> int:
-        """Benchmark Jobs that have neither finished nor wait suspended."""
-        with _benchmark_access("counting benchmark Jobs"):
-            jobs = self.batch.list_namespaced_job(
-                namespace, label_selector=f"{LABEL_MANAGED}={MANAGED_BY}"
-            ).items
-            count = 0
-            for j in jobs:
-                conds = {
-                    c.type
-                    for c in ((j.status.conditions if j.status else None) or [])
-                    if c.status == "True"
-                }
-                if conds & {"Complete", "Failed", "SuccessCriteriaMet", "FailureTarget"}:
-                    continue
-                if j.spec is not None and j.spec.suspend:
-                    continue
-                count += 1
-            return count
+        """Benchmark Jobs that have neither finished nor wait suspended (from the cache: no
+        list of every Job in the cluster on each reconcile)."""
+        return sum(1 for j in self.list_benchmark_jobs(namespace) if _occupies_slot(j))
 
     # -- events ----------------------------------------------------------------------------
 
