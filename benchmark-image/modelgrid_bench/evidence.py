@@ -239,9 +239,8 @@ def _parse_values(body: bytes, count: int) -> np.ndarray | int:
     return v if v.size == count else int(v.size)
 
 
-def parse_csv(name: str, data: bytes, columns: tuple[str, ...]) -> dict[str, np.ndarray]:
-    """Columns of a CSV of numbers with exactly `columns`; BadInputError names line and cell."""
-    _check_text(name, data, columns)
+def _body(name: str, data: bytes, columns: tuple[str, ...]) -> bytes:
+    """The rows after a header that is exactly `columns` (CRLF read as LF; a stray CR named)."""
     if not data:
         raise BadInputError(f"{name} is empty (no header line)")
     if b"\r" in data:
@@ -255,25 +254,31 @@ def parse_csv(name: str, data: bytes, columns: tuple[str, ...]) -> dict[str, np.
         raise BadInputError(
             f"{name} line 1: the header is {header[:200]!r}, not {','.join(columns)!r}"
         )
-    body = data[end + 1 :] if end >= 0 else b""
-    k = len(columns)
-    if not body:
-        return {c: np.zeros(0) for c in columns}
-    u = np.frombuffer(body, dtype=np.uint8)
-    seps = np.flatnonzero((u == 0x2C) | (u == 0x0A))  # every comma and line end
-    ends = np.flatnonzero(u[seps] == 0x0A)  # indices into seps of the line ends
+    return data[end + 1 :] if end >= 0 else b""
+
+
+def _check_cut_off(
+    name: str, body: bytes, seps: np.ndarray, ends: np.ndarray, columns: tuple[str, ...]
+) -> None:
+    """The last row must end with a line end (a file cut mid-row is named, row and cell)."""
+    if body.endswith(b"\n"):
+        return
     rows = ends.size
-    if not body.endswith(b"\n"):
-        cut = rows  # 0-based row of the unterminated last line
-        done = seps.size - (int(ends[-1]) + 1 if rows else 0)  # its complete cells
-        where = columns[done] if done < k else f"{done + 1}"
-        raise BadInputError(
-            f"{name} row {cut + 1}, column {where}: the row is cut off (the file ends mid-row, "
-            "without a line end)"
-        )
+    done = seps.size - (int(ends[-1]) + 1 if rows else 0)  # the cut row's complete cells
+    where = columns[done] if done < len(columns) else f"{done + 1}"
+    raise BadInputError(
+        f"{name} row {rows + 1}, column {where}: the row is cut off (the file ends mid-row, "
+        "without a line end)"
+    )
+
+
+def _check_cells(
+    name: str, seps: np.ndarray, ends: np.ndarray, starts: np.ndarray, columns: tuple[str, ...]
+) -> None:
+    """Every row has exactly one cell per column, none empty; the first fault is named."""
+    k = len(columns)
     per_line = np.diff(ends, prepend=-1)  # cells per line
     bad = validate.first_true(per_line != k)
-    starts = np.concatenate(([0], seps[:-1] + 1))
     empty = validate.first_true(seps == starts)
     empty_row = int(np.searchsorted(ends, empty)) if empty is not None else None
     if bad is not None and (empty_row is None or bad <= empty_row):
@@ -292,21 +297,48 @@ def parse_csv(name: str, data: bytes, columns: tuple[str, ...]) -> dict[str, np.
         raise BadInputError(
             f"{name} row {empty_row + 1}, column {columns[empty - first]}: the cell is empty"
         )
-    parsed = _parse_values(body, rows * k)
+
+
+def _not_a_number(
+    name: str,
+    body: bytes,
+    stopped: int,
+    seps: np.ndarray,
+    starts: np.ndarray,
+    columns: tuple[str, ...],
+) -> BadInputError:
+    """Name the first cell numpy's parser stopped at (it may have consumed a numeric prefix of
+    that cell, so the cell is the last one counted or the next)."""
+    k = len(columns)
+    near = [c for c in (stopped - 1, stopped) if 0 <= c < seps.size]
+    for c in itertools.chain(near, range(seps.size)):
+        cell = body[int(starts[c]) : int(seps[c])]
+        if not _cell_ok(cell):
+            row, col = divmod(c, k)
+            text = cell[:40].decode("ascii", "replace")
+            return BadInputError(
+                f"{name} row {row + 1}, column {columns[col]}: {text!r} is not a number"
+            )
+    return BadInputError(f"{name}: the cells could not be parsed as numbers")
+
+
+def parse_csv(name: str, data: bytes, columns: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """Columns of a CSV of numbers with exactly `columns`; BadInputError names line and cell."""
+    _check_text(name, data, columns)
+    body = _body(name, data, columns)
+    k = len(columns)
+    if not body:
+        return {c: np.zeros(0) for c in columns}
+    u = np.frombuffer(body, dtype=np.uint8)
+    seps = np.flatnonzero((u == 0x2C) | (u == 0x0A))  # every comma and line end
+    ends = np.flatnonzero(u[seps] == 0x0A)  # indices into seps of the line ends
+    _check_cut_off(name, body, seps, ends, columns)
+    starts = np.concatenate(([0], seps[:-1] + 1))
+    _check_cells(name, seps, ends, starts, columns)
+    parsed = _parse_values(body, ends.size * k)
     if isinstance(parsed, int):
-        # Rare path: name the first cell numpy's parser stopped at (it may have consumed a
-        # numeric prefix of that cell, so the cell is the last one counted or the next).
-        near = [c for c in (parsed - 1, parsed) if 0 <= c < seps.size]
-        for c in itertools.chain(near, range(seps.size)):
-            cell = body[int(starts[c]) : int(seps[c])]
-            if not _cell_ok(cell):
-                row, col = divmod(c, k)
-                text = cell[:40].decode("ascii", "replace")
-                raise BadInputError(
-                    f"{name} row {row + 1}, column {columns[col]}: {text!r} is not a number"
-                )
-        raise BadInputError(f"{name}: the cells could not be parsed as numbers")
-    table = np.ascontiguousarray(parsed.reshape(rows, k).T)
+        raise _not_a_number(name, body, parsed, seps, starts, columns)
+    table = np.ascontiguousarray(parsed.reshape(ends.size, k).T)
     return {c: table[i] for i, c in enumerate(columns)}
 
 

@@ -66,86 +66,91 @@ class _State:
             os._exit(70)  # as an engine dies: at once, mid-stream, no cleanup
 
 
+class _Handler(BaseHTTPRequestHandler):
+    """The routes of the paced server, over the `state` a subclass is given."""
+
+    protocol_version = "HTTP/1.1"
+    state: _State
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return  # one line a request would drown the engine's own log
+
+    def _json(self, code: int, body: dict[str, Any]) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:
+        if not self.state.healthy():
+            self._json(503, {"error": "starting"})
+        elif self.path == "/health":
+            self._json(200, {"status": "ok"})
+        elif self.path == "/version":
+            self._json(200, {"version": f"modelgrid-paced {__version__}"})
+        elif self.path == "/v1/models":
+            models = [{"id": self.state.model, "object": "model", "owned_by": SIMULATED_OWNER}]
+            self._json(200, {"object": "list", "data": models})
+        else:
+            self._json(404, {"error": f"no route {self.path}"})
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        try:
+            body = json.loads(self.rfile.read(length) or b"{}")
+        except json.JSONDecodeError:
+            self._json(400, {"error": "the body is not JSON"})
+            return
+        if self.path != "/v1/completions":
+            self._json(404, {"error": f"no route {self.path}"})
+        elif not self.state.healthy():
+            self._json(503, {"error": "starting"})
+        elif body.get("model") != self.state.model:
+            self._json(404, {"error": f"model {body.get('model')!r} not found"})
+        else:
+            self._stream(body)
+
+    def _stream(self, body: dict[str, Any]) -> None:
+        prompts = body.get("prompt")
+        prompts = prompts if isinstance(prompts, list) else [prompts or ""]
+        asked = max(0, min(int(body.get("max_tokens") or 16), MAX_TOKENS))
+        given = max(0, asked - self.state.short_by)
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        with self.state.lock:
+            self.state.active += len(prompts)
+        try:
+            for _ in range(given):
+                time.sleep(self.state.step_s_now())  # one decode step serves the whole batch
+                for index in range(len(prompts)):
+                    self.state.count_token()
+                    self._event({"choices": [{"index": index, "text": " tok"}]})
+        finally:
+            with self.state.lock:
+                self.state.active -= len(prompts)
+        usage = {
+            "prompt_tokens": sum(max(1, len(str(p)) // 4) for p in prompts),
+            "completion_tokens": given * len(prompts),
+        }
+        self._event({"choices": [], "usage": usage})
+        self._chunk(b"data: [DONE]\n\n")
+        self._chunk(b"")
+
+    def _event(self, obj: dict[str, Any]) -> None:
+        self._chunk(f"data: {json.dumps(obj)}\n\n".encode())
+
+    def _chunk(self, data: bytes) -> None:
+        self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+        self.wfile.flush()
+
+
 def _handler(state: _State) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, format: str, *args: Any) -> None:
-            return  # one line a request would drown the engine's own log
-
-        def _json(self, code: int, body: dict[str, Any]) -> None:
-            data = json.dumps(body).encode()
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def do_GET(self) -> None:
-            if not state.healthy():
-                self._json(503, {"error": "starting"})
-            elif self.path == "/health":
-                self._json(200, {"status": "ok"})
-            elif self.path == "/version":
-                self._json(200, {"version": f"modelgrid-paced {__version__}"})
-            elif self.path == "/v1/models":
-                models = [{"id": state.model, "object": "model", "owned_by": SIMULATED_OWNER}]
-                self._json(200, {"object": "list", "data": models})
-            else:
-                self._json(404, {"error": f"no route {self.path}"})
-
-        def do_POST(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            try:
-                body = json.loads(self.rfile.read(length) or b"{}")
-            except json.JSONDecodeError:
-                self._json(400, {"error": "the body is not JSON"})
-                return
-            if self.path != "/v1/completions":
-                self._json(404, {"error": f"no route {self.path}"})
-            elif not state.healthy():
-                self._json(503, {"error": "starting"})
-            elif body.get("model") != state.model:
-                self._json(404, {"error": f"model {body.get('model')!r} not found"})
-            else:
-                self._stream(body)
-
-        def _stream(self, body: dict[str, Any]) -> None:
-            prompts = body.get("prompt")
-            prompts = prompts if isinstance(prompts, list) else [prompts or ""]
-            asked = max(0, min(int(body.get("max_tokens") or 16), MAX_TOKENS))
-            given = max(0, asked - state.short_by)
-            self.send_response(200)
-            self.send_header("Content-Type", "text/event-stream")
-            self.send_header("Transfer-Encoding", "chunked")
-            self.end_headers()
-            with state.lock:
-                state.active += len(prompts)
-            try:
-                for _ in range(given):
-                    time.sleep(state.step_s_now())  # one decode step serves the whole batch
-                    for index in range(len(prompts)):
-                        state.count_token()
-                        self._event({"choices": [{"index": index, "text": " tok"}]})
-            finally:
-                with state.lock:
-                    state.active -= len(prompts)
-            usage = {
-                "prompt_tokens": sum(max(1, len(str(p)) // 4) for p in prompts),
-                "completion_tokens": given * len(prompts),
-            }
-            self._event({"choices": [], "usage": usage})
-            self._chunk(b"data: [DONE]\n\n")
-            self._chunk(b"")
-
-        def _event(self, obj: dict[str, Any]) -> None:
-            self._chunk(f"data: {json.dumps(obj)}\n\n".encode())
-
-        def _chunk(self, data: bytes) -> None:
-            self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
-            self.wfile.flush()
-
-    return Handler
+    """A handler class serving `state` (one per server)."""
+    return type("Handler", (_Handler,), {"state": state})
 
 
 def _parser() -> argparse.ArgumentParser:

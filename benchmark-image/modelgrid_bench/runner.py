@@ -178,6 +178,68 @@ def _run_requests(
     return records
 
 
+def _idle_baseline(
+    seconds: float, sampler: Sampler, allowed: int, progress: ProgressReporter | None
+) -> Interval:
+    """The idle baseline: the model loaded, no request; refused (contention) when more compute
+    processes than the engine's own are on a GPU before the load starts."""
+    if progress is not None:
+        progress.stage(Stage.IDLE_BASELINE)
+    b0 = sampler.now_s()
+    time.sleep(seconds)
+    baseline = Interval(start_s=b0, end_s=sampler.now_s())
+    crowded = [r for r in sampler.last_slow() if r.process_count > allowed]
+    if crowded:
+        raise RefusedError(
+            Reason.CONTENTION,
+            f"{crowded[0].process_count} compute processes on GPU {crowded[0].gpu} "
+            f"before the load started, where {allowed} was expected",
+        )
+    return baseline
+
+
+def _measured_runs(
+    backend: Backend, workload: Workload, sampler: Sampler, progress: ProgressReporter | None
+) -> list[RunRecord]:
+    """Every measured run, interleaved (run 1 at every level, then run 2...): a drift of the
+    node over the session falls on every level alike, and run i of one level is compared with
+    run i of the first, close in time (seed 002's per-run deltas)."""
+    levels = workload.levels()
+    measured = prompts(workload)
+    runs: list[RunRecord] = []
+    for r in range(workload.repeats):
+        for j, level in enumerate(levels):
+            log.info(
+                "run %d/%d, level %d/%d (concurrency %d): %d samples",
+                r + 1,
+                workload.repeats,
+                j + 1,
+                len(levels),
+                level,
+                workload.samples,
+            )
+            if progress is not None:
+                progress.stage(
+                    Stage.MEASURING,
+                    run=r + 1,
+                    runs=workload.repeats,
+                    level=j + 1,
+                    levels=len(levels),
+                )
+            start = sampler.now_s()
+            reqs = _run_requests(backend, measured, workload, sampler, level, progress)
+            runs.append(
+                RunRecord(
+                    index=len(runs),
+                    start_s=start,
+                    end_s=sampler.now_s(),
+                    requests=reqs,
+                    concurrency=level,
+                )
+            )
+    return runs
+
+
 def run_session(
     config: SessionConfig, source: PowerSource, backend: Backend
 ) -> tuple[Evidence, BenchmarkResult]:
@@ -211,18 +273,7 @@ def run_session(
         # The engine is loaded: its processes are on the GPUs, idle until the first request.
         source.set_phase(LoadPhase.IDLE, allowed)
         if config.idle_baseline_s > 0:
-            if progress is not None:
-                progress.stage(Stage.IDLE_BASELINE)
-            b0 = sampler.now_s()
-            time.sleep(config.idle_baseline_s)
-            timeline.baseline = Interval(start_s=b0, end_s=sampler.now_s())
-            crowded = [r for r in sampler.last_slow() if r.process_count > allowed]
-            if crowded:
-                raise RefusedError(
-                    Reason.CONTENTION,
-                    f"{crowded[0].process_count} compute processes on GPU {crowded[0].gpu} "
-                    f"before the load started, where {allowed} was expected",
-                )
+            timeline.baseline = _idle_baseline(config.idle_baseline_s, sampler, allowed, progress)
         source.set_phase(LoadPhase.LOAD, allowed)
         if workload.warmup_samples:
             log.info("warm-up: %d samples", workload.warmup_samples)
@@ -237,40 +288,7 @@ def run_session(
                 workload.tier_level(),
                 progress,
             )
-        measured = prompts(workload)
-        # Interleaved (run 1 at every level, then run 2...): a drift of the node over the
-        # session falls on every level alike, and run i of one level is compared with run i
-        # of the first, close in time (seed 002's per-run deltas).
-        for r in range(workload.repeats):
-            for j, level in enumerate(levels):
-                log.info(
-                    "run %d/%d, level %d/%d (concurrency %d): %d samples",
-                    r + 1,
-                    workload.repeats,
-                    j + 1,
-                    len(levels),
-                    level,
-                    workload.samples,
-                )
-                if progress is not None:
-                    progress.stage(
-                        Stage.MEASURING,
-                        run=r + 1,
-                        runs=workload.repeats,
-                        level=j + 1,
-                        levels=len(levels),
-                    )
-                start = sampler.now_s()
-                reqs = _run_requests(backend, measured, workload, sampler, level, progress)
-                timeline.runs.append(
-                    RunRecord(
-                        index=len(timeline.runs),
-                        start_s=start,
-                        end_s=sampler.now_s(),
-                        requests=reqs,
-                        concurrency=level,
-                    )
-                )
+        timeline.runs = _measured_runs(backend, workload, sampler, progress)
         source.set_phase(LoadPhase.IDLE, allowed)
         # Long enough for the counter to update past the last request and for one more
         # telemetry read, which stands for a run too short to hold one (utilisation, processes).

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 import numpy as np
 
 from modelgrid_bench.errors import BadInputError
-from modelgrid_bench.records import RequestRecord, SessionMeta, Timeline
+from modelgrid_bench.records import Interval, RequestRecord, RunRecord, SessionMeta, Timeline
 from modelgrid_bench.stats import FloatArray
 
 #: Physical bound on one GPU's power, W: no accelerator draws this (an H200 is rated 700 W, the
@@ -184,55 +184,62 @@ def check_timeline(timeline: Timeline) -> None:
     """Requests inside their runs; runs ordered, non-empty and disjoint; baseline apart."""
     for i, r in enumerate(timeline.warmup):
         _check_request(f"timeline.warmup[{i}]", r)
-    prev = None
+    prev: RunRecord | None = None
     for k, run in enumerate(timeline.runs):
-        path = f"timeline.runs[{k}]"
-        _finite_fields(path, run, ("start_s", "end_s"))
-        if not run.start_s < run.end_s:
+        _check_run(f"timeline.runs[{k}]", run, prev)
+        prev = run
+    if timeline.baseline is not None:
+        _check_baseline(timeline.baseline, timeline.runs)
+
+
+def _check_run(path: str, run: RunRecord, prev: RunRecord | None) -> None:
+    """A run after its start, after the previous one, with its requests inside it."""
+    _finite_fields(path, run, ("start_s", "end_s"))
+    if not run.start_s < run.end_s:
+        raise BadInputError(
+            f"{_where(path)}, field end_s: {_num(run.end_s)} s is not after the run's "
+            f"start_s {_num(run.start_s)} s"
+        )
+    if prev is not None and run.index <= prev.index:
+        raise BadInputError(
+            f"{_where(path)}, field index: {run.index} does not follow the previous "
+            f"run's index {prev.index}; runs must be in order"
+        )
+    if prev is not None and run.start_s < prev.end_s:
+        raise BadInputError(
+            f"{_where(path)}, field start_s: {_num(run.start_s)} s is before the "
+            f"previous run's end_s {_num(prev.end_s)} s; runs must be in order and "
+            "not overlap"
+        )
+    for i, req in enumerate(run.requests):
+        rp = f"{path}.requests[{i}]"
+        _check_request(rp, req)
+        if req.start_s < run.start_s:
             raise BadInputError(
-                f"{_where(path)}, field end_s: {_num(run.end_s)} s is not after the run's "
+                f"{_where(rp)}, field start_s: {_num(req.start_s)} s is before its run's "
                 f"start_s {_num(run.start_s)} s"
             )
-        if prev is not None:
-            if run.index <= prev.index:
-                raise BadInputError(
-                    f"{_where(path)}, field index: {run.index} does not follow the previous "
-                    f"run's index {prev.index}; runs must be in order"
-                )
-            if run.start_s < prev.end_s:
-                raise BadInputError(
-                    f"{_where(path)}, field start_s: {_num(run.start_s)} s is before the "
-                    f"previous run's end_s {_num(prev.end_s)} s; runs must be in order and "
-                    "not overlap"
-                )
-        for i, req in enumerate(run.requests):
-            rp = f"{path}.requests[{i}]"
-            _check_request(rp, req)
-            if req.start_s < run.start_s:
-                raise BadInputError(
-                    f"{_where(rp)}, field start_s: {_num(req.start_s)} s is before its run's "
-                    f"start_s {_num(run.start_s)} s"
-                )
-            if req.end_s > run.end_s:
-                raise BadInputError(
-                    f"{_where(rp)}, field end_s: {_num(req.end_s)} s is after its run's end_s "
-                    f"{_num(run.end_s)} s"
-                )
-        prev = run
-    b = timeline.baseline
-    if b is not None:
-        _finite_fields("timeline.baseline", b, ("start_s", "end_s"))
-        if not b.start_s < b.end_s:
+        if req.end_s > run.end_s:
             raise BadInputError(
-                f"{_where('timeline.baseline')}, field end_s: {_num(b.end_s)} s is not after "
-                f"its start_s {_num(b.start_s)} s"
+                f"{_where(rp)}, field end_s: {_num(req.end_s)} s is after its run's end_s "
+                f"{_num(run.end_s)} s"
             )
-        for k, run in enumerate(timeline.runs):
-            if b.start_s < run.end_s and run.start_s < b.end_s:
-                raise BadInputError(
-                    f"{_where('timeline.baseline')}: {_num(b.start_s)}-{_num(b.end_s)} s "
-                    f"overlaps timeline.runs[{k}] ({_num(run.start_s)}-{_num(run.end_s)} s)"
-                )
+
+
+def _check_baseline(b: Interval, runs: list[RunRecord]) -> None:
+    """The idle baseline after its start and apart from every run."""
+    _finite_fields("timeline.baseline", b, ("start_s", "end_s"))
+    if not b.start_s < b.end_s:
+        raise BadInputError(
+            f"{_where('timeline.baseline')}, field end_s: {_num(b.end_s)} s is not after "
+            f"its start_s {_num(b.start_s)} s"
+        )
+    for k, run in enumerate(runs):
+        if b.start_s < run.end_s and run.start_s < b.end_s:
+            raise BadInputError(
+                f"{_where('timeline.baseline')}: {_num(b.start_s)}-{_num(b.end_s)} s "
+                f"overlaps timeline.runs[{k}] ({_num(run.start_s)}-{_num(run.end_s)} s)"
+            )
 
 
 def _check_gpu_set(file: str, gpu: FloatArray, allowed: set[int], *, all_needed: bool) -> None:

@@ -425,7 +425,25 @@ class NodeAgent:
     def _run_containers(
         self, pod: Any, r: _Running, spec: NodeSpec, poddir: Path, logs: _PodLogs
     ) -> None:
+        """Pending while the containers are made; then run them to their end (or the pod's
+        deletion, or its deadline) and report the pod's phase as a kubelet does."""
         containers = list(pod.spec.containers)
+        waiting = self._report_pending(pod, containers)
+        launches = self._prepare_all(pod, r, spec, poddir, logs, containers, waiting)
+        if launches is None:
+            return
+        with self._lock:
+            logs.launches.update(launches)
+        for launch in launches.values():
+            launch.start()
+            r.procs.append(launch.proc)
+        self._patch_status(pod, self._running_status(launches))
+        ended = self._supervise(pod, r, launches)
+        if ended is not None:
+            self._patch_status(pod, _final_status(*ended))
+
+    def _report_pending(self, pod: Any, containers: list[Any]) -> list[dict[str, Any]]:
+        """Pending, every container ContainerCreating; returns their waiting statuses."""
         waiting = [
             {
                 "name": c.name,
@@ -453,12 +471,25 @@ class NodeAgent:
                 "containerStatuses": waiting,
             },
         )
+        return waiting
+
+    def _prepare_all(
+        self,
+        pod: Any,
+        r: _Running,
+        spec: NodeSpec,
+        poddir: Path,
+        logs: _PodLogs,
+        containers: list[Any],
+        waiting: list[dict[str, Any]],
+    ) -> dict[str, _Launch] | None:
+        """Every container as a process to start; None (the pod left Pending with the reason
+        on the container, until it is deleted) when one cannot be made."""
         launches: dict[str, _Launch] = {}
         for c in containers:
             try:
                 launches[c.name] = self._prepare(pod, c, spec, poddir, logs.directory / c.name)
             except _CreateError as exc:
-                # A kubelet leaves such a pod Pending with the reason on the container.
                 for w in waiting:
                     if w["name"] == c.name:
                         w["state"] = {
@@ -466,26 +497,25 @@ class NodeAgent:
                         }
                 self._patch_status(pod, {"containerStatuses": waiting})
                 r.stop.wait()
-                return
+                return None
+        return launches
+
+    def _supervise(
+        self, pod: Any, r: _Running, launches: dict[str, _Launch]
+    ) -> tuple[dict[str, dict[str, Any]], bool] | None:
+        """Wait for every container to end, restarting as the pod's restartPolicy says and
+        killing them at its activeDeadlineSeconds; their terminated statuses and whether the
+        deadline was hit, or None when the pod was deleted meanwhile."""
         policy = pod.spec.restart_policy or "Always"
-        deadline = (
-            time.monotonic() + float(pod.spec.active_deadline_seconds)
-            if pod.spec.active_deadline_seconds
-            else None
-        )
+        seconds = pod.spec.active_deadline_seconds
+        deadline = time.monotonic() + float(seconds) if seconds else None
         results: dict[str, dict[str, Any]] = {}
-        with self._lock:
-            logs.launches.update(launches)
-        for launch in launches.values():
-            launch.start()
-            r.procs.append(launch.proc)
-        self._patch_status(pod, self._running_status(launches))
         deadline_hit = False
         while len(results) < len(launches):
             if r.stop.wait(0.1):
                 for launch in launches.values():
                     launch.kill(r.grace_s)
-                return
+                return None
             if deadline is not None and time.monotonic() > deadline:
                 deadline_hit = True
                 for launch in launches.values():
@@ -494,30 +524,16 @@ class NodeAgent:
                 code = launch.poll()
                 if name in results or code is None:
                     continue
-                if not deadline_hit and (
-                    policy == "Always" or (policy == "OnFailure" and code != 0)
-                ):
+                if not deadline_hit and _restarts(policy, code):
                     launch.restarts += 1
                     if r.stop.wait(min(2.0**launch.restarts, 10.0)):
-                        return
+                        return None
                     launch.start()
                     r.procs.append(launch.proc)
                     self._patch_status(pod, self._running_status(launches))
                     continue
                 results[name] = launch.terminated_status(code)
-        ok = all(v["state"]["terminated"]["exitCode"] == 0 for v in results.values())
-        status: dict[str, Any] = {
-            "phase": "Succeeded" if ok and not deadline_hit else "Failed",
-            "conditions": [
-                {"type": "ContainersReady", "status": "False", "reason": "PodCompleted"},
-                {"type": "Ready", "status": "False", "reason": "PodCompleted"},
-            ],
-            "containerStatuses": list(results.values()),
-        }
-        if deadline_hit:
-            status["reason"] = "DeadlineExceeded"
-            status["message"] = "Pod was active on the node longer than the specified deadline"
-        self._patch_status(pod, status)
+        return results, deadline_hit
 
     def _running_status(self, launches: dict[str, _Launch]) -> dict[str, Any]:
         return {
@@ -533,7 +549,9 @@ class NodeAgent:
 
     # -- turning a container into a process --------------------------------------------------
 
-    def _prepare(self, pod: Any, c: Any, spec: NodeSpec, poddir: Path, log_dir: Path) -> _Launch:
+    def _mounts(self, pod: Any, c: Any, poddir: Path) -> dict[str, Path]:
+        """Each mount path of the container and the local folder it is (its subPath, or its
+        subPathExpr expanded with the container's environment, inside the volume)."""
         mounts: dict[str, Path] = {}
         raw_env = {
             e.name: (self._env_from(pod, e.value_from) if e.value_from is not None else e.value)
@@ -547,6 +565,10 @@ class NodeAgent:
             local = self._volume_root(pod, m.name, poddir) / sub
             local.mkdir(parents=True, exist_ok=True)
             mounts[m.mount_path.rstrip("/") or "/"] = local
+        return mounts
+
+    def _prepare(self, pod: Any, c: Any, spec: NodeSpec, poddir: Path, log_dir: Path) -> _Launch:
+        mounts = self._mounts(pod, c, poddir)
         term_in_pod = c.termination_message_path or "/dev/termination-log"
         term_local = poddir / f"{c.name}.termination-log"
         term_local.touch()
@@ -990,19 +1012,25 @@ class _LogWriter(threading.Thread):
         self._pipes = pipes
         self._broken = False
 
-    def run(self) -> None:
+    def _open(self) -> tuple[IO[bytes], IO[bytes] | None]:
+        """The record log (devnull when it cannot be opened: the pod was deleted meanwhile,
+        say) and the raw copy (None when it cannot)."""
         try:
             out: IO[bytes] = self.path.open("ab")
-        except OSError as exc:  # the pod was deleted meanwhile, say: its output is dropped
+        except OSError as exc:
             log.warning("container log %s: %s", self.path, exc)
             self._broken = True
-            out = open(os.devnull, "wb")  # noqa: SIM115 - closed below
+            out = open(os.devnull, "wb")  # noqa: SIM115 - closed by run
         raw: IO[bytes] | None = None
         if self.raw is not None:
             try:
                 raw = self.raw.open("ab")
             except OSError as exc:
                 log.warning("container log %s: %s", self.raw, exc)
+        return out, raw
+
+    def run(self) -> None:
+        out, raw = self._open()
         with out, raw or contextlib.nullcontext(), selectors.DefaultSelector() as sel:
             pending: dict[str, bytes] = {}
             for stream, pipe in self._pipes.items():
@@ -1011,28 +1039,35 @@ class _LogWriter(threading.Thread):
             try:
                 while sel.get_map():
                     for key, _ in sel.select():
-                        stream = str(key.data)
                         chunk = os.read(key.fd, 65536)
                         if raw is not None:
                             raw = self._copy_raw(raw, chunk)
                         if not chunk:
                             sel.unregister(key.fd)
-                            if pending[stream]:
-                                self._write(out, _stamp(), stream, False, pending[stream])
-                            pending[stream] = b""
-                            continue
-                        *lines, rest = (pending[stream] + chunk).split(b"\n")
-                        stamp = _stamp()
-                        for line in lines:
-                            self._write(out, stamp, stream, True, line)
-                        while len(rest) >= LOG_RECORD_BYTES:
-                            self._write(out, stamp, stream, False, rest[:LOG_RECORD_BYTES])
-                            rest = rest[LOG_RECORD_BYTES:]
-                        pending[stream] = rest
+                        self._records(out, str(key.data), chunk, pending)
                     self._flush(out)
             finally:
                 for pipe in self._pipes.values():
                     pipe.close()
+
+    def _records(
+        self, out: IO[bytes], stream: str, chunk: bytes, pending: dict[str, bytes]
+    ) -> None:
+        """Write the whole lines `chunk` completes as records (a line longer than a record in
+        parts); an empty chunk (the stream closed) flushes what is left as a part."""
+        if not chunk:
+            if pending[stream]:
+                self._write(out, _stamp(), stream, False, pending[stream])
+            pending[stream] = b""
+            return
+        *lines, rest = (pending[stream] + chunk).split(b"\n")
+        stamp = _stamp()
+        for line in lines:
+            self._write(out, stamp, stream, True, line)
+        while len(rest) >= LOG_RECORD_BYTES:
+            self._write(out, stamp, stream, False, rest[:LOG_RECORD_BYTES])
+            rest = rest[LOG_RECORD_BYTES:]
+        pending[stream] = rest
 
     def _copy_raw(self, raw: IO[bytes], chunk: bytes) -> IO[bytes] | None:
         try:
@@ -1143,56 +1178,22 @@ class _LogOptions:
 
     @classmethod
     def parse(cls, query: dict[str, list[str]]) -> _LogOptions:
-        def one(name: str) -> str | None:
-            values = query.get(name)
-            return values[0] if values else None
-
-        def flag(name: str) -> bool:
-            value = one(name)
-            if value is None or value in _FALSE:
-                return False
-            if value in _TRUE:
-                return True
-            raise _LogRequestError(400, '{"message": "Unable to decode query."}')
-
-        def number(name: str) -> int | None:
-            value = one(name)
-            try:
-                return None if value is None else int(value)
-            except ValueError:
-                raise _LogRequestError(400, '{"message": "Unable to decode query."}') from None
-
-        invalid = _LogRequestError(422, '{"message": "Invalid request."}')
-        tail = number("tailLines")
-        legacy = one("tail")  # older clients' name for it; "all" is no limit
+        """The options of a query, refused as a kubelet refuses them (400 or 422)."""
+        tail = _query_number(query, "tailLines")
+        legacy = _query_one(query, "tail")  # older clients' name for it; "all" is no limit
         if legacy is not None:
-            tail = None if legacy == "all" else number("tail")
-        limit, since_s = number("limitBytes"), number("sinceSeconds")
-        since_time = one("sinceTime")
+            tail = None if legacy == "all" else _query_number(query, "tail")
+        limit = _query_number(query, "limitBytes")
         if (tail is not None and tail < 0) or (limit is not None and limit < 1):
-            raise invalid
-        if since_s is not None and since_time is not None:
-            raise invalid
-        since: dt.datetime | None = None
-        if since_s is not None:
-            if since_s < 1:
-                raise invalid
-            since = _now() - dt.timedelta(seconds=since_s)
-        elif since_time is not None:
-            try:
-                since = dt.datetime.fromisoformat(since_time.replace("Z", "+00:00"))
-            except ValueError:
-                raise _LogRequestError(400, '{"message": "Unable to decode query."}') from None
-            if since.tzinfo is None:
-                raise invalid
-        stream = one("stream") or "All"
+            raise _LogRequestError(422, _INVALID)
+        stream = _query_one(query, "stream") or "All"
         if stream not in _STREAMS:
             raise _LogRequestError(400, f'invalid stream type "{stream}"')
         return cls(
-            follow=flag("follow"),
-            previous=flag("previous"),
-            timestamps=flag("timestamps"),
-            since=since,
+            follow=_query_flag(query, "follow"),
+            previous=_query_flag(query, "previous"),
+            timestamps=_query_flag(query, "timestamps"),
+            since=_since(_query_number(query, "sinceSeconds"), _query_one(query, "sinceTime")),
             tail=tail,
             limit=limit,
             streams=_STREAMS[stream],
@@ -1204,6 +1205,51 @@ class _LogOptions:
             for r in records
             if r.stream in self.streams and (self.since is None or r.time >= self.since)
         )
+
+
+_UNDECODABLE = '{"message": "Unable to decode query."}'
+_INVALID = '{"message": "Invalid request."}'
+
+
+def _query_one(query: dict[str, list[str]], name: str) -> str | None:
+    values = query.get(name)
+    return values[0] if values else None
+
+
+def _query_flag(query: dict[str, list[str]], name: str) -> bool:
+    value = _query_one(query, name)
+    if value is None or value in _FALSE:
+        return False
+    if value in _TRUE:
+        return True
+    raise _LogRequestError(400, _UNDECODABLE)
+
+
+def _query_number(query: dict[str, list[str]], name: str) -> int | None:
+    value = _query_one(query, name)
+    try:
+        return None if value is None else int(value)
+    except ValueError:
+        raise _LogRequestError(400, _UNDECODABLE) from None
+
+
+def _since(since_s: int | None, since_time: str | None) -> dt.datetime | None:
+    """sinceSeconds or sinceTime (not both; a positive count, an RFC 3339 time with a zone)."""
+    if since_s is not None and since_time is not None:
+        raise _LogRequestError(422, _INVALID)
+    if since_s is not None:
+        if since_s < 1:
+            raise _LogRequestError(422, _INVALID)
+        return _now() - dt.timedelta(seconds=since_s)
+    if since_time is None:
+        return None
+    try:
+        since = dt.datetime.fromisoformat(since_time.replace("Z", "+00:00"))
+    except ValueError:
+        raise _LogRequestError(400, _UNDECODABLE) from None
+    if since.tzinfo is None:
+        raise _LogRequestError(422, _INVALID)
+    return since
 
 
 class _KubeletServer(ThreadingHTTPServer):
@@ -1331,6 +1377,29 @@ def _peer_closed(sock: Any) -> bool:
     """While a log streams the client sends nothing: something to read means it has gone."""
     readable, _, _ = select.select([sock], [], [], 0)
     return bool(readable)
+
+
+def _restarts(policy: str, exit_code: int) -> bool:
+    """Whether a container that exited with `exit_code` is started again (restartPolicy)."""
+    return policy == "Always" or (policy == "OnFailure" and exit_code != 0)
+
+
+def _final_status(results: dict[str, dict[str, Any]], deadline_hit: bool) -> dict[str, Any]:
+    """The pod's status once every container ended: Succeeded only when all exited 0 before
+    the deadline."""
+    ok = all(v["state"]["terminated"]["exitCode"] == 0 for v in results.values())
+    status: dict[str, Any] = {
+        "phase": "Succeeded" if ok and not deadline_hit else "Failed",
+        "conditions": [
+            {"type": "ContainersReady", "status": "False", "reason": "PodCompleted"},
+            {"type": "Ready", "status": "False", "reason": "PodCompleted"},
+        ],
+        "containerStatuses": list(results.values()),
+    }
+    if deadline_hit:
+        status["reason"] = "DeadlineExceeded"
+        status["message"] = "Pod was active on the node longer than the specified deadline"
+    return status
 
 
 def _expand(value: str, env: dict[str, str]) -> str:

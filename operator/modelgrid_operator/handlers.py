@@ -454,11 +454,14 @@ def on_qualification(namespace: str, name: str, **_: Any) -> None:
     _reconciler().reconcile(namespace, name)
 
 
-@kopf.on.delete(GROUP, VERSION, MQ_PLURAL, optional=True)
-def on_deleted(namespace: str, name: str, uid: str, **_: Any) -> None:
-    # Optional: no handler of ours asks kopf for a finalizer (kopf removes the one an earlier
-    # version's per-object timer added), so a deletion never waits for a running operator; a
-    # deletion missed while the operator was down is the sweep's.
+@kopf.on.event(GROUP, VERSION, MQ_PLURAL)
+def on_deleted(event: dict[str, Any], namespace: str, name: str, uid: str, **_: Any) -> None:
+    # A watch event, not a deletion handler: nothing asks kopf for a finalizer (kopf removes
+    # the one an earlier version's per-object timer added), so a qualification goes at once and
+    # its Jobs follow when the DELETED event arrives; a deletion missed while the operator was
+    # down is the orphan sweep's.
+    if event.get("type") != "DELETED":
+        return
     metrics.forget(namespace, name)
     _reconciler().delete_jobs_of(namespace, name, uid)
 

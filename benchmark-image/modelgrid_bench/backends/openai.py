@@ -140,13 +140,7 @@ class OpenAIBackend:
                     if payload == "[DONE]":
                         break
                     event = json.loads(payload)
-                    now = clock()
-                    for choice in event.get("choices") or []:
-                        idx = int(choice.get("index", 0))
-                        if 0 <= idx < n and choice.get("text"):
-                            chunks[idx] += 1
-                            if first[idx] is None:
-                                first[idx] = now
+                    _count_choices(event, clock(), first, chunks)
                     if event.get("usage"):
                         usage = event["usage"]
         except (httpx.HTTPError, json.JSONDecodeError, ValueError) as exc:
@@ -171,3 +165,15 @@ class OpenAIBackend:
         if self._client is not None:
             self._client.close()
             self._client = None
+
+
+def _count_choices(
+    event: dict[str, Any], now: float, first: list[float | None], chunks: list[int]
+) -> None:
+    """One streamed event: a chunk for each prompt with text in it, and the time of its first."""
+    for choice in event.get("choices") or []:
+        idx = int(choice.get("index", 0))
+        if 0 <= idx < len(chunks) and choice.get("text"):
+            chunks[idx] += 1
+            if first[idx] is None:
+                first[idx] = now
