@@ -343,6 +343,8 @@ class _Watcher:
     def __init__(self, reconciler: Reconciler) -> None:
         self.r = reconciler
         self.stop = threading.Event()
+        #: set when a Job of ours finished: the resync runs at once
+        self.wake = threading.Event()
         self.pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="reconcile")
         self._pending: set[tuple[str, str]] = set()
         self._lock = threading.Lock()
@@ -364,10 +366,13 @@ class _Watcher:
         self.pool.submit(run)
 
     def _changed(self, obj: dict[str, Any]) -> None:
-        """A Job or pod of ours changed (the cache's watch saw it): reconcile its owner."""
+        """A Job or pod of ours changed (the cache's watch saw it): reconcile its owner; a
+        Job that finished frees a slot, so the resync runs now for the queued ones."""
         owner = qualification_of(obj)
         if owner is not None:
             self._enqueue(owner[0], owner[1])
+        if obj.get("kind") == "Job" and not _job_active(obj):
+            self.wake.set()
 
     def _sweep(self) -> None:
         while not self.stop.is_set():
@@ -382,7 +387,12 @@ class _Watcher:
         lost while the operator was down. One thread, two lists a round, not a timer per
         object: no finalizer on any qualification, and an idle cost that does not grow with
         the fleet."""
-        while not self.stop.wait(self.r.settings.resync_interval_s):
+        while not self.stop.is_set():
+            # every interval, or at once when a Job finished (a slot is free for the queue)
+            self.wake.wait(self.r.settings.resync_interval_s)
+            self.wake.clear()
+            if self.stop.is_set():
+                return
             try:
                 self.r.resync(self._enqueue)
             except Exception as exc:  # the next round retries; the operator keeps serving
@@ -444,6 +454,7 @@ def cleanup(**_: Any) -> None:
     watcher = _runtime.get("watcher")
     if watcher is not None:
         watcher.stop.set()
+        watcher.wake.set()
         watcher.pool.shutdown(wait=False, cancel_futures=True)
 
 

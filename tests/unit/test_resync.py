@@ -137,3 +137,21 @@ def test_the_resync_interval_is_read_and_bounded(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("MODELGRID_RESYNC_SECONDS", "0")
     with pytest.raises(ValueError, match="between 5 and 3600"):
         Settings.from_env()
+
+
+def test_a_finished_job_wakes_the_resync_for_the_queue() -> None:
+    _, r = _world(_qualification("team-a", "q", "uid-a"))
+    w = handlers._Watcher(r)
+    try:
+        running = {"kind": "Job", "metadata": {"name": "j"}, "status": {"active": 1}}
+        w._changed(running)
+        assert not w.wake.is_set()
+        done = {
+            "kind": "Job",
+            "metadata": {"name": "j"},
+            "status": {"conditions": [{"type": "Complete", "status": "True"}]},
+        }
+        w._changed(done)
+        assert w.wake.is_set()
+    finally:
+        w.pool.shutdown(wait=True)
