@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv inference test lint typecheck unit fast bench demo sandbox controlplane generate clean
+.PHONY: venv inference test lint typecheck unit fast bench demo sandbox controlplane generate verify verify-generated clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -60,6 +60,27 @@ bench: $(STAMP)
 generate: $(STAMP)
 	$(PY) -m modelgrid_sandbox.chart
 	cp crds/tierpolicies/*.yaml operator/modelgrid_operator/data/tierpolicies/
+
+# What `generate` writes (hack/modelgrid_sandbox/chart.py's CRD_COPIES and POLICY_COPIES, the cp).
+GENERATED := charts/modelgrid-operator/templates/crds charts/modelgrid-operator/templates/tierpolicies \
+	operator/modelgrid_operator/data/tierpolicies
+
+# Regenerate into the tree and fail, naming the files, where that changed what git has (committed,
+# or staged under pre-commit) or added a file git does not track: crds/ changed without `generate`.
+verify-generated: generate
+	@stale="$$( { git diff --name-only -- $(GENERATED); \
+	  git ls-files --others --exclude-standard -- $(GENERATED); } | sort -u)"; \
+	if [ -n "$$stale" ]; then \
+	  echo "make verify-generated: these files derived from crds/ were not up to date" \
+	    "(now regenerated: review and commit them):"; \
+	  echo "$$stale" | sed 's/^/  /'; \
+	  exit 1; \
+	fi
+
+# The quick checks before a commit (.pre-commit-config.yaml runs the same): the files derived from
+# crds/, lint and import layers, and the operator's models against the CRD schemas.
+verify: verify-generated lint
+	$(PY) -m pytest tests/unit/test_api_drift.py -q
 
 # The fast unit tier alone: no Go, no control plane (tests/unit; helm-based checks skip).
 fast: $(STAMP)

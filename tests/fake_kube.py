@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import copy
 import itertools
+from collections.abc import Iterator
 from typing import Any
 
 from modelgrid_contract.progress import Progress, parse_progress
 from modelgrid_operator.jobs import LABEL_CONTROLLER_UID, LABEL_QUALIFICATION, qualification_of
-from modelgrid_operator.kube import BenchmarkAccessDenied, JobRefused
+from modelgrid_operator.kubeclient import BenchmarkAccessDenied, JobRefused
+from modelgrid_operator.podstate import slim_pod
 
 
 class FakeKube:
@@ -33,6 +35,10 @@ class FakeKube:
         self.logs: dict[tuple[str, str], str] = {}
         #: every status patch sent (namespace, name), in order
         self.status_patches: list[tuple[str, str]] = []
+        #: Jobs whose pods were read whole (from the API, with termination messages)
+        self.whole_pod_reads: list[str] = []
+        #: how many times every qualification was listed (in pages)
+        self.listings = 0
 
     # -- qualifications and policies
     def get_qualification(self, namespace: str, name: str) -> dict[str, Any] | None:
@@ -48,13 +54,27 @@ class FakeKube:
             if namespace is None or ns == namespace
         ]
 
-    def patch_qualification_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+    def qualification_pages(self, page: int = 100) -> Iterator[list[dict[str, Any]]]:
+        self.listings += 1
+        items = self.list_qualifications()
+        for i in range(0, max(len(items), 1), page):
+            yield items[i : i + page]
+
+    def qualification_keys(self) -> set[tuple[str, str, str]]:
+        return {
+            (ns, name, str(o["metadata"]["uid"])) for (ns, name), o in self.qualifications.items()
+        }
+
+    def patch_qualification_status(
+        self, namespace: str, name: str, status: dict[str, Any]
+    ) -> dict[str, Any] | None:
         self.status_patches.append((namespace, name))
         obj = self.qualifications.get((namespace, name))
         if obj is None:
-            return
+            return None
         merged = {**(obj.get("status") or {}), **status}
         obj["status"] = {k: v for k, v in merged.items() if v is not None}
+        return copy.deepcopy(obj)
 
     def list_policies(self) -> list[dict[str, Any]]:
         return [copy.deepcopy(o) for o in self.policies.values()]
@@ -97,10 +117,13 @@ class FakeKube:
     def list_benchmark_jobs(self, namespace: str) -> list[dict[str, Any]]:
         return [copy.deepcopy(j) for (ns, _), j in self.jobs.items() if ns == namespace]
 
-    def pods_of_job(self, job: dict[str, Any]) -> list[dict[str, Any]]:
+    def pods_of_job(self, job: dict[str, Any], *, whole: bool = False) -> list[dict[str, Any]]:
+        """As `Kube`'s: the cache's slim copies (no termination messages) unless `whole`."""
         uid = job["metadata"]["uid"]
+        if whole:
+            self.whole_pod_reads.append(job["metadata"]["name"])
         return [
-            copy.deepcopy(p)
+            copy.deepcopy(p) if whole else slim_pod(p)
             for (ns, _), p in self.pods.items()
             if ns == job["metadata"]["namespace"]
             and p["metadata"].get("labels", {}).get(LABEL_CONTROLLER_UID) == uid

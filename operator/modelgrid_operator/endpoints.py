@@ -15,7 +15,7 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from modelgrid_contract.targets import Target, allowed, classify_host
-from modelgrid_operator.api import EndpointAccess
+from modelgrid_operator.policy import EndpointAccess
 
 __all__ = ["Target", "classify", "endpoint_refusal"]
 

@@ -8,27 +8,21 @@ there. Owner references cannot cross namespaces, so the Job names its qualificat
 and annotations and the operator deletes it when the qualification goes. The pod runs the
 benchmark image under the Pod Security "restricted" profile, asks for the GPUs, selects the
 GPU product, tolerates the GPU taint, echoes the Job's nonce in its result and reports through
-its termination message.
+its termination message. The benchmark's command line is built in `jobargs`.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from typing import Any
 
 from modelgrid_contract.engines import EngineName
 from modelgrid_contract.reasons import ExitCode
 from modelgrid_contract.result import WorkDoneFloors
-from modelgrid_operator.api import (
-    GROUP,
-    CacheSource,
-    EndpointAccess,
-    PvcSource,
-    QualificationSpec,
-)
-from modelgrid_operator.verdict import bench_workload
+from modelgrid_operator.api import GROUP, CacheSource, PvcSource, QualificationSpec
+from modelgrid_operator.jobargs import MODEL_DIR, RESULTS_DIR, benchmark_args
+from modelgrid_operator.policy import EndpointAccess
 
 GPU_RESOURCE = "nvidia.com/gpu"
 PRODUCT_LABEL = "nvidia.com/gpu.product"
@@ -50,8 +44,6 @@ LABEL_MANAGED = "app.kubernetes.io/managed-by"
 MANAGED_BY = "modelgrid-operator"
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 CONTAINER = "benchmark"
-RESULTS_DIR = "/results"
-MODEL_DIR = "/models"
 #: The benchmark's entrypoint, named in full for engine images (whose own entrypoint is the
 #: engine's).
 BENCH_COMMAND = ("python", "-m", "modelgrid_bench")
@@ -125,106 +117,11 @@ def evidence_dir(namespace: str, name: str, uid: str, generation: int, attempt: 
     return f"{namespace}/{name}/{uid}/g{generation}-a{attempt}"
 
 
-def benchmark_args(
-    spec: QualificationSpec,
-    floors: WorkDoneFloors | None = None,
-    nonce: str | None = None,
-    access: EndpointAccess | None = None,
-) -> list[str]:
-    """The benchmark's command line: the workload, the model, the GPUs it must find, the
-    work-done gate's floors of the policy that will price the result, the Job's nonce, and
-    for an endpoint the address classes the policy lets its host resolve to."""
-    gate = floors or WorkDoneFloors()
-    # unset sweep fields stay out, so an older benchmark image reads the same workload
-    workload = bench_workload(spec).model_dump(mode="json", exclude_none=True)
-    src = spec.model.source
-    args = ["run", "--workload-json", json.dumps(workload, separators=(",", ":"))]
-    if src.random_weights is not None:
-        args += [
-            "--backend",
-            "transformers",
-            "--model",
-            f"random:{src.random_weights.architecture}",
-        ]
-    elif src.pvc is not None or src.cache is not None:
-        args += ["--backend", "transformers", "--model", _model_arg(src.pvc or src.cache)]
-    elif src.server is not None:
-        server = src.server
-        weights = server.model.pvc or server.model.cache
-        args += [
-            "--backend",
-            "server",
-            "--engine",
-            server.engine.value,
-            "--model",
-            _model_arg(weights) if weights is not None else spec.model.name,
-            "--served-model",
-            server.served_model or spec.model.name,
-            "--engine-port",
-            str(server.port),
-            "--engine-startup-timeout-s",
-            str(server.startup_timeout_seconds),
-        ]
-        if server.command:
-            args += ["--engine-command-json", json.dumps(server.command, separators=(",", ":"))]
-        args += [f"--engine-arg={a}" for a in server.args]
-    elif src.endpoint is not None:
-        args += [
-            "--backend",
-            "openai",
-            "--endpoint",
-            src.endpoint.url,
-            "--model",
-            src.endpoint.served_model or spec.model.name,
-            "--endpoint-access",
-            _access_words(access or EndpointAccess()),
-        ]
-    args += [
-        "--expect-gpu",
-        spec.hardware.gpu_product,
-        "--expect-gpu-count",
-        str(spec.hardware.gpu_count),
-        "--interval-ms",
-        str(spec.sampling_interval_ms),
-        "--output-dir",
-        RESULTS_DIR,
-        "--min-joules-per-token-above-idle",
-        repr(gate.min_joules_per_token_above_idle),
-        "--min-gpu-util-pct",
-        repr(gate.min_gpu_util_pct),
-    ]
-    if nonce is not None:
-        args += ["--job-nonce", nonce]
-    return args
-
-
-def _model_arg(weights: PvcSource | CacheSource | None) -> str:
-    """The model as the engine names it: a directory in the mounted claim, or a hub id that
-    the offline cache under HF_HOME resolves."""
-    if isinstance(weights, PvcSource):
-        return f"{MODEL_DIR}/{weights.path.strip('/')}".rstrip("/")
-    if isinstance(weights, CacheSource):
-        return weights.model_id
-    raise ValueError("the model source names no weights")
-
-
 def _weights(spec: QualificationSpec) -> PvcSource | CacheSource | None:
     src = spec.model.source
     if src.server is not None:
         return src.server.model.pvc or src.server.model.cache
     return src.pvc or src.cache
-
-
-def _access_words(access: EndpointAccess) -> str:
-    words = [
-        word
-        for word, on in (
-            ("cluster-internal", access.allow_cluster_internal),
-            ("link-local", access.allow_link_local),
-        )
-        if on
-    ]
-    return ",".join(words) or "none"
 
 
 def model_claims(spec: QualificationSpec) -> list[str]:

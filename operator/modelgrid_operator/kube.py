@@ -7,17 +7,17 @@ made instead of duplicating it), status written through the status subresource o
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import functools
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any, cast
 
 import urllib3
-from kubernetes import client, config
+from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from modelgrid_contract.progress import TAIL_LINES, Progress, parse_progress
@@ -31,108 +31,27 @@ from modelgrid_operator.jobs import (
     MANAGED_BY,
     qualification_of,
 )
+from modelgrid_operator.kubeclient import (
+    JobRefused,
+    api_message,
+    benchmark_access,
+    operator_client,
+)
+from modelgrid_operator.outcome import event_body
+from modelgrid_operator.podstate import occupies_slot, owned_by_job, slim_job, slim_pod
 
 log = logging.getLogger(__name__)
 
-
-class JobRefused(Exception):
-    """The apiserver refused a Job the operator built (invalid, or forbidden): `status` is the
-    HTTP code, `message` the apiserver's own words."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(f"{status}: {message}")
-        self.status = status
-        self.message = message
-
-
-class BenchmarkAccessDenied(Exception):
-    """The apiserver forbade a read or write in the benchmark namespace (the Role is missing or
-    narrower than the chart's): an installation fault, reported without a traceback."""
-
-
-@contextlib.contextmanager
-def _benchmark_access(what: str) -> Iterator[None]:
-    try:
-        yield
-    except ApiException as exc:
-        if exc.status == 403:
-            raise BenchmarkAccessDenied(f"{what}: {_api_message(exc)}") from exc
-        raise
-
-
-def _api_message(exc: ApiException) -> str:
-    try:
-        body = json.loads(exc.body or "{}")
-    except (TypeError, ValueError):
-        body = {}
-    text = body.get("message") if isinstance(body, dict) else None
-    return str(text or exc.reason or "refused")
-
-
-def _owned_by_job(pod: dict[str, Any], uid: str) -> bool:
-    """A controller owner reference to the Job of `uid` (a pod that merely carries the Job's
-    name or uid in a label is someone else's)."""
-    refs = (pod.get("metadata") or {}).get("ownerReferences") or []
-    return any(r.get("controller") and r.get("kind") == "Job" and r.get("uid") == uid for r in refs)
-
-
-FINISHED = frozenset({"Complete", "Failed", "SuccessCriteriaMet", "FailureTarget"})
-
-
-def _occupies_slot(job: dict[str, Any]) -> bool:
-    """Neither finished nor suspended (waiting for Kueue)."""
-    conds = {
-        c.get("type")
-        for c in (job.get("status") or {}).get("conditions") or []
-        if c.get("status") == "True"
-    }
-    return not (conds & FINISHED) and not (job.get("spec") or {}).get("suspend")
-
-
-class KubeconfigError(Exception):
-    """No usable kubeconfig or context (one line, for a command line to print)."""
-
-
-class ApiError(Exception):
-    """A request a command line made failed (refused, forbidden, unreachable): one line."""
-
-
-@contextlib.contextmanager
-def api_call(what: str) -> Iterator[None]:
-    """Turn the client's failures while doing `what` into an `ApiError` of one line."""
-    try:
-        yield
-    except ApiException as exc:
-        raise ApiError(f"{what}: {exc.status} {_api_message(exc)}") from exc
-    except (urllib3.exceptions.HTTPError, OSError) as exc:
-        raise ApiError(f"{what}: the API server cannot be reached ({exc})") from exc
-
-
-def client_for(kubeconfig: str | None, context: str | None) -> tuple[client.ApiClient, str]:
-    """An API client for `context` of `kubeconfig` (kubectl's defaults when None: $KUBECONFIG,
-    ~/.kube/config, the current context) and that context's namespace ("default")."""
-    try:
-        contexts, active = config.list_kube_config_contexts(config_file=kubeconfig)
-        chosen = next((c for c in contexts if c["name"] == context), None) if context else active
-        if chosen is None:
-            raise KubeconfigError(f"context {context!r} is not in the kubeconfig")
-        api = config.new_client_from_config(config_file=kubeconfig, context=chosen["name"])
-    except (config.ConfigException, OSError, TypeError, KeyError, ValueError) as exc:
-        where = kubeconfig or "$KUBECONFIG or ~/.kube/config"
-        raise KubeconfigError(f"cannot use the kubeconfig {where}: {exc}") from exc
-    namespace = str((chosen.get("context") or {}).get("namespace") or "default")
-    return api, namespace
+#: How long a claim read from the API is reused (`Kube.get_pvc`).
+PVC_FRESH_S = 5.0
+PVC_MEMO_LIMIT = 1024
+#: Asks a list for its objects' metadata only (PartialObjectMetadataList).
+METADATA_ONLY = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
 
 
 class Kube:
     def __init__(self, api: client.ApiClient | None = None) -> None:
-        if api is None:
-            try:
-                config.load_incluster_config()
-            except config.ConfigException:
-                config.load_kube_config()
-            api = client.ApiClient()
-        self.api = api
+        self.api = operator_client() if api is None else api
         self.core = client.CoreV1Api(api)
         self.batch = client.BatchV1Api(api)
         self.custom = client.CustomObjectsApi(api)
@@ -140,6 +59,9 @@ class Kube:
         self._cache_ns: str | None = None
         self._jobs: Informer | None = None
         self._pods: Informer | None = None
+        self._policies: Informer | None = None
+        #: model and evidence claims read lately: name -> (monotonic time, object or None)
+        self._pvcs: dict[tuple[str, str], tuple[float, dict[str, Any] | None]] = {}
 
     # -- the cache of our Jobs and pods ------------------------------------------------------
 
@@ -159,16 +81,31 @@ class Kube:
             functools.partial(self.batch.list_namespaced_job, namespace),
             selector,
             on_change,
+            trim=slim_job,
         )
         self._pods = Informer(
-            "pods", functools.partial(self.core.list_namespaced_pod, namespace), selector, on_change
+            "pods",
+            functools.partial(self.core.list_namespaced_pod, namespace),
+            selector,
+            on_change,
+            trim=slim_pod,
+        )
+        # TierPolicies are few and read by every reconcile: cached as well (a reconcile that
+        # finds none in the cache asks the API before it reports one missing); their changes
+        # reach the qualifications through kopf's handler, which sees spec changes only
+        self._policies = Informer(
+            "tierpolicies",
+            functools.partial(self.custom.list_cluster_custom_object, GROUP, VERSION, TP_PLURAL),
+            "",
+            lambda _obj: None,
         )
         self._cache_ns = namespace
-        for inf in (self._jobs, self._pods):
+        informers = (self._jobs, self._pods, self._policies)
+        for inf in informers:
             threading.Thread(
                 target=inf.run, args=(stop,), name=f"informer-{inf.kind}", daemon=True
             ).start()
-        return all(inf.synced.wait(timeout_s) for inf in (self._jobs, self._pods))
+        return all(inf.synced.wait(timeout_s) for inf in informers)
 
     def _cache(self, namespace: str) -> tuple[Informer, Informer] | None:
         jobs, pods = self._jobs, self._pods
@@ -212,16 +149,57 @@ class Kube:
             )
         return list(cast(dict[str, Any], listing)["items"])
 
-    def patch_qualification_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+    def qualification_pages(self, page: int = 100) -> Iterator[list[dict[str, Any]]]:
+        """Every qualification, `page` at a time (a list in chunks: a fleet's statuses are
+        never all in memory at once)."""
+        token: str | None = None
+        while True:
+            listing = cast(
+                dict[str, Any],
+                self.custom.list_cluster_custom_object(
+                    GROUP, VERSION, MQ_PLURAL, limit=page, _continue=token
+                ),
+            )
+            yield list(listing.get("items") or [])
+            token = (listing.get("metadata") or {}).get("continue") or None
+            if not token:
+                return
+
+    def qualification_keys(self) -> set[tuple[str, str, str]]:
+        """(namespace, name, uid) of every qualification, from a metadata-only list (the
+        orphan sweep's: a few hundred bytes an object, not its whole status)."""
+        resp: Any = self.custom.list_cluster_custom_object(
+            GROUP, VERSION, MQ_PLURAL, _preload_content=False, _headers={"Accept": METADATA_ONLY}
+        )
         try:
-            self.custom.patch_namespaced_custom_object_status(
+            doc = json.loads(resp.data)
+        finally:
+            resp.release_conn()
+        return {
+            (str(m["namespace"]), str(m["name"]), str(m["uid"]))
+            for m in (item.get("metadata") or {} for item in doc.get("items") or [])
+        }
+
+    def patch_qualification_status(
+        self, namespace: str, name: str, status: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """Merge-patch the status subresource; the object as written, None when it is gone."""
+        try:
+            written = self.custom.patch_namespaced_custom_object_status(
                 GROUP, VERSION, namespace, MQ_PLURAL, name, {"status": status}
             )
         except ApiException as exc:
             if exc.status != 404:  # deleted meanwhile: nothing to report on
                 raise
+            return None
+        return cast(dict[str, Any], written)
 
     def get_policy(self, name: str) -> dict[str, Any] | None:
+        cached = self._policies
+        if cached is not None and cached.synced.is_set():
+            found = cached.get(name)
+            if found is not None:
+                return found
         try:
             obj = cast(
                 dict[str, Any],
@@ -235,6 +213,9 @@ class Kube:
 
     def list_policies(self) -> list[dict[str, Any]]:
         """Every TierPolicy (cluster-scoped)."""
+        cached = self._policies
+        if cached is not None and cached.synced.is_set():
+            return cached.items()
         listing = self.custom.list_cluster_custom_object(GROUP, VERSION, TP_PLURAL)
         return list(cast(dict[str, Any], listing)["items"])
 
@@ -255,7 +236,7 @@ class Kube:
             created = self._dict(self.batch.create_namespaced_job(namespace, manifest))
         except ApiException as exc:
             if exc.status in (400, 403, 404, 422):
-                raise JobRefused(int(exc.status), _api_message(exc)) from exc
+                raise JobRefused(int(exc.status), api_message(exc)) from exc
             if exc.status != 409:
                 raise
             name = manifest["metadata"]["name"]
@@ -293,18 +274,19 @@ class Kube:
                 if ((j.get("metadata") or {}).get("labels") or {}).get(LABEL_QUALIFICATION)
                 == qualification_uid
             ]
-        with _benchmark_access("listing benchmark Jobs"):
+        with benchmark_access("listing benchmark Jobs"):
             selector = f"{LABEL_MANAGED}={MANAGED_BY},{LABEL_QUALIFICATION}={qualification_uid}"
             jobs = self.batch.list_namespaced_job(namespace, label_selector=selector).items
             return [self._dict(j) for j in jobs]
 
-    def pods_of_job(self, job: dict[str, Any]) -> list[dict[str, Any]]:
+    def pods_of_job(self, job: dict[str, Any], *, whole: bool = False) -> list[dict[str, Any]]:
         """The pods the Job controller made for this Job: selected by the controller-uid label
         and kept only with a controller owner reference to the Job's uid (a pod that merely
-        carries the Job's name in a label is someone else's)."""
+        carries the Job's name in a label is someone else's). From the cache, whose copies
+        lack the termination messages; `whole`: from the API, with them (to read a result)."""
         meta = job["metadata"]
         uid = meta["uid"]
-        cache = self._cache(meta["namespace"])
+        cache = None if whole else self._cache(meta["namespace"])
         if cache is not None:
             pods = [
                 p
@@ -312,12 +294,12 @@ class Kube:
                 if ((p.get("metadata") or {}).get("labels") or {}).get(LABEL_CONTROLLER_UID) == uid
             ]
         else:
-            with _benchmark_access("listing benchmark pods"):
+            with benchmark_access("listing benchmark pods"):
                 found = self.core.list_namespaced_pod(
                     meta["namespace"], label_selector=f"{LABEL_CONTROLLER_UID}={uid}"
                 ).items
             pods = [self._dict(p) for p in found]
-        return [p for p in pods if _owned_by_job(p, uid)]
+        return [p for p in pods if owned_by_job(p, uid)]
 
     def progress_of(self, pod: dict[str, Any]) -> Progress | None:
         """The benchmark's last progress line in its log (pods/log get, the last few lines);
@@ -340,7 +322,7 @@ class Kube:
                 p for p in cache[1].items() if (p.get("status") or {}).get("phase") == "Running"
             ]
         else:
-            with _benchmark_access("listing running benchmark pods"):
+            with benchmark_access("listing running benchmark pods"):
                 found = self.core.list_namespaced_pod(
                     namespace,
                     label_selector=f"{LABEL_MANAGED}={MANAGED_BY}",
@@ -359,51 +341,44 @@ class Kube:
         cache = self._cache(namespace)
         if cache is not None:
             return cache[0].items()
-        with _benchmark_access("listing benchmark Jobs"):
+        with benchmark_access("listing benchmark Jobs"):
             jobs = self.batch.list_namespaced_job(
                 namespace, label_selector=f"{LABEL_MANAGED}={MANAGED_BY}"
             ).items
             return [self._dict(j) for j in jobs]
 
     def get_pvc(self, namespace: str, name: str) -> dict[str, Any] | None:
-        with _benchmark_access("reading a model volume"):
+        """A claim in the benchmark namespace, read at most every `PVC_FRESH_S` (a burst of
+        new qualifications of one model asks once; a claim made or bound since is seen within
+        that time, and the qualifications waiting on it look again on their own)."""
+        now = time.monotonic()
+        seen = self._pvcs.get((namespace, name))
+        if seen is not None and now - seen[0] < PVC_FRESH_S:
+            return seen[1]
+        with benchmark_access("reading a model volume"):
             try:
-                return self._dict(
+                found: dict[str, Any] | None = self._dict(
                     self.core.read_namespaced_persistent_volume_claim(name, namespace)
                 )
             except ApiException as exc:
-                if exc.status == 404:
-                    return None
-                raise
+                if exc.status != 404:
+                    raise
+                found = None
+        if len(self._pvcs) > PVC_MEMO_LIMIT:
+            self._pvcs.clear()
+        self._pvcs[(namespace, name)] = (now, found)
+        return found
 
     def active_benchmarks(self, namespace: str) -> int:
         """Benchmark Jobs that have neither finished nor wait suspended (from the cache: no
         list of every Job in the cluster on each reconcile)."""
-        return sum(1 for j in self.list_benchmark_jobs(namespace) if _occupies_slot(j))
+        return sum(1 for j in self.list_benchmark_jobs(namespace) if occupies_slot(j))
 
     # -- events ----------------------------------------------------------------------------
 
     def post_event(self, obj: dict[str, Any], event_type: str, reason: str, message: str) -> None:
         meta = obj["metadata"]
-        now = dt.datetime.now(dt.UTC)
-        body = {
-            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
-            "involvedObject": {
-                "apiVersion": f"{GROUP}/{VERSION}",
-                "kind": "ModelQualification",
-                "name": meta["name"],
-                "namespace": meta["namespace"],
-                "uid": meta["uid"],
-            },
-            "type": event_type,
-            "reason": reason,
-            "message": message[:1024],
-            "source": {"component": "modelgrid-operator"},
-            "firstTimestamp": now.isoformat(),
-            "lastTimestamp": now.isoformat(),
-            "count": 1,
-            "reportingComponent": "modelgrid-operator",
-        }
+        body = event_body(obj, event_type, reason, message, dt.datetime.now(dt.UTC))
         try:
             self.core.create_namespaced_event(meta["namespace"], body)
         except ApiException as exc:  # an event is worth a log line, never a failed reconcile

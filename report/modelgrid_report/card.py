@@ -66,15 +66,10 @@ from modelgrid_contract.reasons import Reason as WireReason
 from modelgrid_contract.result import SCHEMA_FULL, BenchmarkResult, CompactResult
 from modelgrid_contract.wire import ResultRejected, encode_compact
 from modelgrid_contract.workload import PromptType, Workload
-from modelgrid_operator.api import (
-    GROUP,
-    VERSION,
-    Phase,
-    QualificationSpec,
-    TierPolicySpec,
-    validation_message,
-)
+from modelgrid_operator.api import GROUP, VERSION, QualificationSpec, validation_message
 from modelgrid_operator.cli import shipped_policy
+from modelgrid_operator.policy import TierPolicySpec
+from modelgrid_operator.status import Phase
 from modelgrid_operator.verdict import ClaimCheck, Verdict, evaluate, validate_result
 
 API_VERSION = f"{GROUP}/{VERSION}"

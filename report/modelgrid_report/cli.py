@@ -30,7 +30,8 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from modelgrid_operator import cli as verdict_cli
 from modelgrid_operator.cli import BadInput
-from modelgrid_operator.kube import ApiError, Kube, KubeconfigError, api_call, client_for
+from modelgrid_operator.kube import Kube
+from modelgrid_operator.kubeclient import ApiError, KubeconfigError, api_call, client_for
 from modelgrid_report import card
 
 if TYPE_CHECKING:

@@ -17,7 +17,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from modelgrid_contract.result import BenchmarkResult, CompactResult, CompactSweep, Sweep
 from modelgrid_contract.wire import ResultRejected, decode_compact, encode_compact
-from modelgrid_operator.api import Boundary, Phase, TierPolicySpec
+from modelgrid_operator.policy import Boundary, TierPolicySpec
+from modelgrid_operator.status import Phase
 from modelgrid_operator.verdict import Verdict
 
 

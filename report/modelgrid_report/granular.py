@@ -62,7 +62,7 @@ from modelgrid_contract.result import (
     Sweep,
     SweepRun,
 )
-from modelgrid_operator.cli import (
+from modelgrid_operator.render import (
     COMPARISON_HEADER,
     SUMMARY_HEADER,
     _fixed,

@@ -25,9 +25,11 @@ from modelgrid_bench.evidence import read_evidence
 from modelgrid_bench.records import Evidence
 from modelgrid_contract.result import SCHEMA_FULL, BenchmarkResult
 from modelgrid_contract.wire import ResultRejected, encode_compact
-from modelgrid_operator.api import QualificationSpec, TierPolicySpec, validation_message
+from modelgrid_operator.api import QualificationSpec, validation_message
 from modelgrid_operator.cli import BadInput, shipped_policy
-from modelgrid_operator.kube import Kube, api_call
+from modelgrid_operator.kube import Kube
+from modelgrid_operator.kubeclient import api_call
+from modelgrid_operator.policy import TierPolicySpec
 from modelgrid_operator.verdict import evaluate, validate_result
 from modelgrid_report.fleet import (
     Entry,

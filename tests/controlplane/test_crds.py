@@ -20,7 +20,7 @@ import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from modelgrid_operator.api import Tier, tier_order_problems
+from modelgrid_operator.policy import Tier, tier_order_problems
 from modelgrid_sandbox.cluster import Cluster
 from tests.controlplane.conftest import wait_for
 from tests.factory import tier

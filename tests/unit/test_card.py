@@ -22,9 +22,11 @@ import pytest
 import yaml
 
 from modelgrid_contract.workload import PromptType
-from modelgrid_operator.api import QualificationSpec, TierPolicySpec
+from modelgrid_operator.api import QualificationSpec
 from modelgrid_operator.jobs import JobSettings
-from modelgrid_operator.reconcile import Observed, decide
+from modelgrid_operator.outcome import Observed
+from modelgrid_operator.policy import TierPolicySpec
+from modelgrid_operator.reconcile import decide
 from modelgrid_operator.verdict import evaluate, validate_result
 from modelgrid_report import card as mc
 from tests import factory as f

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from modelgrid_operator.api import EndpointAccess
 from modelgrid_operator.endpoints import Target, classify, endpoint_refusal
+from modelgrid_operator.policy import EndpointAccess
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from modelgrid_operator.jobs import JobSettings, evidence_dir
-from modelgrid_operator.reconcile import ActionKind, Decision, decide
+from modelgrid_operator.outcome import ActionKind, Decision
+from modelgrid_operator.reconcile import decide
 from modelgrid_operator.settings import Settings
 from tests.unit.test_reconcile import (
     COMPLETE,

@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from modelgrid_contract.result import CompactSweep, Sweep, SweepRun
-from modelgrid_operator.cli import COMPARISON_HEADER, SUMMARY_HEADER
+from modelgrid_operator.render import COMPARISON_HEADER, SUMMARY_HEADER
 from modelgrid_report.fleet import Entry, EntryState, RunFigures
 from modelgrid_report.granular import (
     RUNS_HEADER,

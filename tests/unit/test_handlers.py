@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from modelgrid_contract.progress import Progress, Stage
-from modelgrid_operator.handlers import Reconciler
 from modelgrid_operator.jobs import LABEL_CONTROLLER_UID, JobSettings, job_nonce, qualification_of
+from modelgrid_operator.reconciler import Reconciler
 from modelgrid_operator.settings import Settings
 from tests import factory as f
 from tests.fake_kube import FakeKube
@@ -184,3 +184,30 @@ def test_a_running_benchmarks_progress_is_read_from_its_log_into_status() -> Non
     assert status["progress"]["stage"] == "measuring"
     assert status["progress"]["summary"] == "run 1/3"
     assert status["progress"]["requestsDone"] == 4
+
+
+def test_a_finished_jobs_result_is_read_whole_once_and_then_from_the_cache() -> None:
+    """The cache's pod copies carry no termination message: the reconcile of a finished Job
+    reads its pods from the API until the outcome is in status, and no more after."""
+    kube, r = _world(_qualification("team-a", "q", "uid-a"))
+    r.reconcile("team-a", "q")
+    (job,) = kube.jobs.values()
+    pod = _running_pod(kube, job)
+    r.reconcile("team-a", "q")
+    assert kube.whole_pod_reads == []  # running: the cache serves
+    pod["status"] = {
+        "phase": "Succeeded",
+        "containerStatuses": [
+            {"name": "benchmark", "state": {"terminated": {"exitCode": 0, "message": "{not json"}}}
+        ],
+    }
+    job["status"] = {"conditions": [{"type": "Complete", "status": "True"}]}
+    r.reconcile("team-a", "q")
+    assert kube.whole_pod_reads == [job["metadata"]["name"]]
+    status = kube.qualifications[("team-a", "q")]["status"]
+    stalled = next(c for c in status["conditions"] if c["type"] == "Stalled")
+    assert status["phase"] == "Failed"
+    assert stalled["reason"] == "ResultRejected"
+    assert "lost" not in stalled["message"].lower()  # the message was read, and refused
+    r.reconcile("team-a", "q")
+    assert kube.whole_pod_reads == [job["metadata"]["name"]]  # settled: no second read

@@ -11,8 +11,9 @@ import pytest
 from modelgrid_bench.cli import _normalise_argv, _parser
 from modelgrid_contract.reasons import ExitCode
 from modelgrid_contract.workload import Workload as BenchWorkload
-from modelgrid_operator.api import EndpointAccess, QualificationSpec
+from modelgrid_operator.api import QualificationSpec
 from modelgrid_operator.jobs import JobSettings, build_job, job_name, job_nonce, qualification_of
+from modelgrid_operator.policy import EndpointAccess
 from modelgrid_operator.verdict import workload_digest
 
 NAME = "llama-8b"

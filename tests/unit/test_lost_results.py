@@ -7,7 +7,9 @@ import datetime as dt
 from typing import Any
 
 from modelgrid_operator.jobs import job_name
-from modelgrid_operator.reconcile import MAX_LOST_RESULTS, ActionKind, Decision, decide
+from modelgrid_operator.outcome import ActionKind, Decision
+from modelgrid_operator.reconcile import decide
+from modelgrid_operator.starting import MAX_LOST_RESULTS
 from tests.unit.test_reconcile import (
     COMPLETE,
     NAME,

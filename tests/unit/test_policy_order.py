@@ -13,7 +13,8 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from modelgrid_operator.api import (
+from modelgrid_operator.cli import main
+from modelgrid_operator.policy import (
     TIER_ZERO_CV_MESSAGE,
     TIERS_DISCOUNT_MESSAGE,
     TIERS_ORDER_MESSAGE,
@@ -22,7 +23,6 @@ from modelgrid_operator.api import (
     TierPolicySpec,
     tier_order_problems,
 )
-from modelgrid_operator.cli import main
 from tests import factory as f
 from tests.factory import tier
 

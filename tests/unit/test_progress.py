@@ -12,7 +12,8 @@ import pytest
 
 from modelgrid_bench.progress import ProgressReporter
 from modelgrid_contract.progress import PREFIX, Progress, Stage, parse_progress
-from modelgrid_operator.reconcile import Decision, decide
+from modelgrid_operator.outcome import Decision
+from modelgrid_operator.reconcile import decide
 from tests.unit.test_reconcile import (
     SETTINGS,
     T0,

@@ -18,16 +18,17 @@ from modelgrid_bench.analysis import analyze
 from modelgrid_contract.result import TERMINATION_MESSAGE_LIMIT_BYTES, BenchFailure, PowerSourceKind
 from modelgrid_contract.wire import decode_compact, encode_compact
 from modelgrid_operator.api import QualificationSpec
+from modelgrid_operator.blocked import job_refused
 from modelgrid_operator.jobs import JobSettings, build_job, job_name
-from modelgrid_operator.reconcile import (
+from modelgrid_operator.outcome import (
     QUEUE_RECHECK_S,
     ActionKind,
     Decision,
     Observed,
-    decide,
-    job_refused,
     parse_duration,
 )
+from modelgrid_operator.podstate import slim_job, slim_pod
+from modelgrid_operator.reconcile import decide
 from modelgrid_operator.verdict import workload_digest
 from tests import factory as f
 
@@ -1499,3 +1500,45 @@ def test_a_policy_for_other_namespaces_prices_nothing_here() -> None:
     # naming the namespace lets it run
     both = policy(3, allowedNamespaces=["team-a", "team-b"])
     assert decide(observe(tier_policy=both), SETTINGS).action is ActionKind.CREATE_JOB
+
+
+# --------------------------------------------------------------------------- the cache's copies
+
+
+@pytest.mark.parametrize("situation", ["running", "unschedulable", "suspended"])
+def test_the_caches_slim_copies_decide_as_the_full_objects(situation: str) -> None:
+    """The cache keeps only what the operator reads of a Job and its pods while it runs
+    (memory stays flat while finished Jobs accumulate): every such decision made from the slim
+    copies is the one made from the objects as the apiserver returns them."""
+    _, status, manifest = started()
+    name = manifest["metadata"]["name"]
+    job, pods = {
+        "running": (job_object(manifest, active=1), [pod(name, "Running")]),
+        "unschedulable": (job_object(manifest), [pod(name, "Pending", scheduled=False)]),
+        "suspended": (job_object(manifest, suspend=True), []),
+    }[situation]
+    for obj in (job, *pods):
+        obj["metadata"]["managedFields"] = [{"manager": "kube-controller-manager"}]
+    now = T0 + dt.timedelta(minutes=12)
+    full = decide(observe(status=status, job=job, pods=pods, now=now), SETTINGS)
+    slim = decide(
+        observe(status=status, job=slim_job(job), pods=[slim_pod(p) for p in pods], now=now),
+        SETTINGS,
+    )
+    assert slim.status == full.status
+    assert (slim.action, slim.delete_jobs, slim.events) == (
+        full.action,
+        full.delete_jobs,
+        full.events,
+    )
+    assert len(json.dumps(slim_job(job))) < len(json.dumps(job)) / 2
+
+
+def test_a_slim_pod_keeps_how_it_ended_but_not_its_message() -> None:
+    done = failed_pod("j", 3, "x" * 4000)
+    slim = slim_pod(done)
+    term = slim["status"]["containerStatuses"][0]["state"]["terminated"]
+    assert (term["exitCode"], term["reason"]) == (3, "Error")
+    assert "message" not in term
+    assert "message" in done["status"]["containerStatuses"][0]["state"]["terminated"]
+    assert len(json.dumps(slim)) < 1000

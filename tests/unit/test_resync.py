@@ -12,10 +12,11 @@ from typing import Any
 import pytest
 
 from modelgrid_operator import handlers
-from modelgrid_operator.handlers import Reconciler
 from modelgrid_operator.jobs import JobSettings
-from modelgrid_operator.reconcile import needs_resync
+from modelgrid_operator.reconciler import Reconciler
+from modelgrid_operator.resync import needs_resync
 from modelgrid_operator.settings import Settings
+from modelgrid_operator.watcher import Watcher
 from tests import factory as f
 from tests.fake_kube import FakeKube
 from tests.unit.test_handlers import BENCH_NS, _qualification, _world
@@ -65,7 +66,7 @@ def test_failed_and_deleting_are_left_alone() -> None:
     assert not needs_resync(going, POLICIES, "model-card", NOW)
 
 
-def test_the_resync_lists_twice_and_reconciles_only_what_is_due() -> None:
+def test_the_resync_reconciles_only_what_is_due() -> None:
     kube, r = _world(_qualification("team-a", "new", "uid-new"))
     settled = _settled()
     settled["metadata"].update(namespace="team-a", name="done", uid="uid-done")
@@ -86,7 +87,7 @@ def test_no_timer_and_no_finalizer_is_registered_with_kopf() -> None:
     assert all(not h.requires_finalizer for h in changing)
     # deletions are seen as watch events, which never need a finalizer
     watching = list(registry._watching.get_all_handlers())
-    assert any(getattr(h.fn, "__name__", "") == handlers.on_deleted.__name__ for h in watching)
+    assert any(getattr(h.fn, "__name__", "") == handlers.on_event.__name__ for h in watching)
 
 
 def test_an_unchanged_status_is_not_patched_again() -> None:
@@ -141,17 +142,17 @@ def test_the_resync_interval_is_read_and_bounded(monkeypatch: pytest.MonkeyPatch
 
 def test_a_finished_job_wakes_the_resync_for_the_queue() -> None:
     _, r = _world(_qualification("team-a", "q", "uid-a"))
-    w = handlers._Watcher(r)
+    w = Watcher(r)
     try:
         running = {"kind": "Job", "metadata": {"name": "j"}, "status": {"active": 1}}
-        w._changed(running)
+        w.changed(running)
         assert not w.wake.is_set()
         done = {
             "kind": "Job",
             "metadata": {"name": "j"},
             "status": {"conditions": [{"type": "Complete", "status": "True"}]},
         }
-        w._changed(done)
+        w.changed(done)
         assert w.wake.is_set()
     finally:
         w.pool.shutdown(wait=True)

@@ -13,9 +13,11 @@ import pytest
 from modelgrid_bench.cli import _normalise_argv, _parser
 from modelgrid_contract.result import BenchFailure, CompactResult
 from modelgrid_contract.wire import ResultRejected, decode_compact
-from modelgrid_operator.api import QualificationSpec, TierPolicySpec
+from modelgrid_operator.api import QualificationSpec
 from modelgrid_operator.jobs import JobSettings, build_job
-from modelgrid_operator.reconcile import ActionKind, decide
+from modelgrid_operator.outcome import ActionKind
+from modelgrid_operator.policy import TierPolicySpec
+from modelgrid_operator.reconcile import decide
 from modelgrid_operator.verdict import validate_result, workload_digest
 from tests import factory as f
 from tests.unit.test_reconcile import (

@@ -204,7 +204,8 @@ def test_the_runner_interleaves_the_levels_at_their_concurrency(tmp_path) -> Non
 
 
 def _operator_inputs():  # type: ignore[no-untyped-def]
-    from modelgrid_operator.api import QualificationSpec, TierPolicySpec
+    from modelgrid_operator.api import QualificationSpec
+    from modelgrid_operator.policy import TierPolicySpec
     from modelgrid_operator.verdict import workload_digest
 
     ev = f.sweep_evidence(LEVELS, 3, efficiency=_eff)

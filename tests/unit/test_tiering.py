@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from modelgrid_operator.api import TierPolicySpec
+from modelgrid_operator.policy import TierPolicySpec
 from modelgrid_report.fleet import (
     EntryState,
     PolicyView,

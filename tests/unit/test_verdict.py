@@ -12,7 +12,8 @@ import yaml
 from modelgrid_bench.analysis import analyze
 from modelgrid_contract.result import CompactResult
 from modelgrid_contract.wire import ResultRejected, decode_compact, encode_compact
-from modelgrid_operator.api import QualificationSpec, TierPolicySpec
+from modelgrid_operator.api import QualificationSpec
+from modelgrid_operator.policy import TierPolicySpec
 from modelgrid_operator.verdict import evaluate, tier_for, validate_result, workload_digest
 from tests import factory as f
 

@@ -15,7 +15,8 @@ import pytest
 
 from modelgrid_contract.reasons import Reason
 from modelgrid_contract.wire import ResultRejected
-from modelgrid_operator.api import QualificationSpec, TierPolicySpec
+from modelgrid_operator.api import QualificationSpec
+from modelgrid_operator.policy import TierPolicySpec
 from modelgrid_operator.verdict import evaluate, validate_result, workload_digest
 from tests import factory as f
 
