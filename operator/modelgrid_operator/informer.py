@@ -38,12 +38,11 @@ class Informer:
         list_fn: Callable[..., Any],
         label_selector: str,
         on_change: Callable[[dict[str, Any]], None],
-        trim: Callable[[dict[str, Any]], dict[str, Any]] = lambda obj: obj,
     ) -> None:
         self.kind = kind
         #: what is kept of each object (the fields the operator reads: memory stays flat as
-        #: finished Jobs and their pods accumulate)
-        self._trim = trim
+        #: finished Jobs and their pods accumulate); all of it unless set
+        self.trim: Callable[[dict[str, Any]], dict[str, Any]] = lambda obj: obj
         self._list = list_fn
         self._selector = label_selector
         self._on_change = on_change
@@ -72,7 +71,7 @@ class Informer:
         name = str((obj.get("metadata") or {}).get("name") or "")
         if name:
             with self._lock:
-                self._objs[name] = self._trim(obj)
+                self._objs[name] = self.trim(obj)
 
     def forget(self, name: str) -> None:
         """An object the operator just deleted."""
@@ -84,7 +83,7 @@ class Informer:
     def _relist(self) -> None:
         listing = self._list(label_selector=self._selector, _preload_content=False)
         doc = _json(listing)
-        fresh = {str(o["metadata"]["name"]): self._trim(o) for o in doc.get("items") or []}
+        fresh = {str(o["metadata"]["name"]): self.trim(o) for o in doc.get("items") or []}
         with self._lock:
             old, self._objs = self._objs, fresh
         self._rv = str((doc.get("metadata") or {}).get("resourceVersion") or "") or None
@@ -98,7 +97,7 @@ class Informer:
     def _apply(self, event: dict[str, Any]) -> None:
         kind, obj = event.get("type"), event.get("object") or {}
         meta = obj.get("metadata") or {}
-        obj = self._trim(obj) if kind != "BOOKMARK" else obj
+        obj = self.trim(obj) if kind != "BOOKMARK" else obj
         if meta.get("resourceVersion"):
             self._rv = str(meta["resourceVersion"])
         if kind == "BOOKMARK":

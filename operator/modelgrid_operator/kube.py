@@ -75,30 +75,22 @@ class Kube:
         """Keep the benchmark namespace's Jobs and pods of ours in memory (`informer`), calling
         `on_change` for each change, until `stop`. Reads fall back to the API until both are
         synced (or if they never are: a forbidden namespace is reported by those reads)."""
-        selector = f"{LABEL_MANAGED}={MANAGED_BY}"
+        ours = f"{LABEL_MANAGED}={MANAGED_BY}"
         self._jobs = Informer(
-            "jobs",
-            functools.partial(self.batch.list_namespaced_job, namespace),
-            selector,
-            on_change,
-            trim=slim_job,
+            "jobs", functools.partial(self.batch.list_namespaced_job, namespace), ours, on_change
         )
+        self._jobs.trim = slim_job
         self._pods = Informer(
-            "pods",
-            functools.partial(self.core.list_namespaced_pod, namespace),
-            selector,
-            on_change,
-            trim=slim_pod,
+            "pods", functools.partial(self.core.list_namespaced_pod, namespace), ours, on_change
         )
+        self._pods.trim = slim_pod
         # TierPolicies are few and read by every reconcile: cached as well (a reconcile that
         # finds none in the cache asks the API before it reports one missing); their changes
         # reach the qualifications through kopf's handler, which sees spec changes only
-        self._policies = Informer(
-            "tierpolicies",
-            functools.partial(self.custom.list_cluster_custom_object, GROUP, VERSION, TP_PLURAL),
-            "",
-            lambda _obj: None,
+        policies = functools.partial(
+            self.custom.list_cluster_custom_object, GROUP, VERSION, TP_PLURAL
         )
+        self._policies = Informer("tierpolicies", policies, "", lambda _obj: None)
         self._cache_ns = namespace
         informers = (self._jobs, self._pods, self._policies)
         for inf in informers:

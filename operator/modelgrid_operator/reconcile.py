@@ -298,9 +298,7 @@ def _completed(c: _Case, job: dict[str, Any], decision: Decision) -> Decision:
         decision.events.append(("Warning", Reason.AMBIGUOUS_RESULT.value, clip(message)))
         return decision
     if not succeeded:
-        return result_lost(
-            obs, c.spec, c.settings, c.attempt, c.base, c.queue_cap_applies, c.policy
-        )
+        return result_lost(obs, c.attempt, c.base, c.start)
     pod = succeeded[-1]
     raw = (terminated(pod) or {}).get("message") or ""
     try:

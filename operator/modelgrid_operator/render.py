@@ -27,6 +27,14 @@ from modelgrid_contract.result import (
 )
 from modelgrid_operator.verdict import Verdict
 
+#: The head of the model card's "Verified Metrics" table (seed 001), as the card spells it.
+VERIFIED_METRICS_HEAD = (
+    "### Verified Metrics",
+    "",
+    "| Metric | Developer Claim | Firmus Measured | Delta | Status |",
+    "|--------|----------------|-----------------|-------|--------|",
+)
+
 
 def _num(x: float | None, digits: int = 4) -> str:
     return "—" if x is None else f"{x:.{digits}g}"
@@ -64,10 +72,7 @@ def render_markdown(
         f"{_num(result.duration_s)} s on {result.gpu.count} x {result.gpu.name}"
         + (" (simulated)" if result.simulated else ""),
         "",
-        "### Verified Metrics",
-        "",
-        "| Metric | Developer Claim | Firmus Measured | Delta | Status |",
-        "|--------|----------------|-----------------|-------|--------|",
+        *VERIFIED_METRICS_HEAD,
         *rows,
         "",
         f"**Final Qualification:** {tier.label or tier.name if tier else 'none'}  ",

@@ -4,6 +4,7 @@ evidence, and a measurement run again when its result was lost. Pure.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from modelgrid_operator.api import QualificationSpec
@@ -171,18 +172,15 @@ def evidence_read(
 MAX_LOST_RESULTS = 2
 
 
-def result_lost(
-    obs: Observed,
-    spec: QualificationSpec,
-    settings: JobSettings,
-    attempt: int,
-    base: dict[str, Any],
-    queue_cap_applies: bool,
-    policy: TierPolicySpec,
-) -> Decision:
+#: (attempt, base status, reason, why) -> the Job for that attempt, or the wait for one
+Start = Callable[[int, dict[str, Any], Reason, str], Decision]
+
+
+def result_lost(obs: Observed, attempt: int, base: dict[str, Any], start: Start) -> Decision:
     """The Job finished but no pod of it is left to read the result from: a finished
     measurement is not thrown away as a failure, it is measured again as a new attempt (at
-    most `MAX_LOST_RESULTS` times a generation), with the reason in status and an event."""
+    most `MAX_LOST_RESULTS` times a generation, through `start`), with the reason in status
+    and an event."""
     job = obs.job["metadata"]["name"] if obs.job else "?"
     same_gen = obs.status.get("observedGeneration") == obs.generation
     lost = (int(obs.status.get("lostResults") or 0) if same_gen else 0) + 1
@@ -201,16 +199,6 @@ def result_lost(
         f"evicted or collected); measuring again ({lost} of {MAX_LOST_RESULTS})"
     )
     nxt = {**base, "attempt": attempt + 1, "lostResults": lost}
-    d = start_job(
-        obs,
-        spec,
-        settings,
-        attempt + 1,
-        nxt,
-        queue_cap_applies,
-        Reason.RESULT_LOST,
-        why,
-        policy=policy,
-    )
+    d = start(attempt + 1, nxt, Reason.RESULT_LOST, why)
     d.events.insert(0, ("Warning", Reason.RESULT_LOST.value, why))
     return d

@@ -69,6 +69,7 @@ from modelgrid_contract.workload import PromptType, Workload
 from modelgrid_operator.api import GROUP, VERSION, QualificationSpec, validation_message
 from modelgrid_operator.cli import shipped_policy
 from modelgrid_operator.policy import TierPolicySpec
+from modelgrid_operator.render import VERIFIED_METRICS_HEAD
 from modelgrid_operator.status import Phase
 from modelgrid_operator.verdict import ClaimCheck, Verdict, evaluate, validate_result
 
@@ -1603,10 +1604,7 @@ def render_verification(facts: VerificationFacts) -> str:
         f"**Verification Method:** {_one_line(facts.method)}  ",
         f"**Samples Tested:** {facts.samples_tested or '`none`'}",
         "",
-        "### Verified Metrics",
-        "",
-        "| Metric | Developer Claim | Firmus Measured | Delta | Status |",
-        "|--------|----------------|-----------------|-------|--------|",
+        *VERIFIED_METRICS_HEAD,
         *_table_rows(facts.rows),
         "",
         f"**Final Qualification:** {tier}  ",
