@@ -84,10 +84,6 @@ class Roster:
         with self._lock:
             return list(self._items.values())
 
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._items)
-
     def retain(self, alive: set[tuple[str, str, str]]) -> list[tuple[str, str]]:
         """Keep only the qualifications in `alive` ((namespace, name, uid), from a list of
         every one); returns those in `alive` the roster lacks (to be reconciled)."""
