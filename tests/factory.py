@@ -660,3 +660,46 @@ def qualification_cr(
         },
         "status": status,
     }
+
+
+#: A workload whose length does not depend on the machine: paced (20 ms a step), 2 samples x 300
+#: tokens is at least 12 s a run (12 whole 1 s windows); a slow or busy machine only makes it
+#: longer, which the control-plane tests' generous waits absorb.
+PACED_WORKLOAD = {
+    "samples": 2,
+    "tokensPerSample": 300,
+    "repeats": 2,
+    "warmupSamples": 0,
+    "inputTokens": 16,
+}
+
+
+def paced_qualification(name: str, **spec: Any) -> dict[str, Any]:
+    """A ModelQualification to apply, as a developer writes it: random tiny-llama weights,
+    the paced workload, claims and every declaration; `spec` keys replace the defaults."""
+    body: dict[str, Any] = {
+        "apiVersion": "modelgrid.firmus.ai/v1alpha1",
+        "kind": "ModelQualification",
+        "metadata": {"name": name},
+        "spec": {
+            "model": {
+                "name": f"{name}-model",
+                "source": {"randomWeights": {"architecture": "tiny-llama"}},
+            },
+            "workload": dict(PACED_WORKLOAD),
+            "claims": {"avgPowerW": 135.0, "powerCV": 0.05},
+            "timeoutSeconds": 300,
+            "attestation": {
+                "organization": "test",
+                "declarations": {
+                    "onH200Infrastructure": True,
+                    "followsMethodology": True,
+                    "typicalWorkload": True,
+                    "noManipulation": True,
+                    "acceptsVerification": True,
+                },
+            },
+        },
+    }
+    body["spec"].update(spec)
+    return body

@@ -5,6 +5,7 @@ progress line and whether it stalled. Pure (reads the objects the reconciler obs
 from __future__ import annotations
 
 import json
+import sys
 from typing import Any
 
 from pydantic import ValidationError
@@ -198,29 +199,74 @@ def occupies_slot(job: dict[str, Any]) -> bool:
     return not (conds & FINISHED) and not (job.get("spec") or {}).get("suspend")
 
 
-def _meta(obj: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in (obj.get("metadata") or {}).items() if k != "managedFields"}
+#: What a cached copy keeps of an object's metadata: names, owner labels and annotations, the
+#: controller reference, the ordering and deletion marks (not managedFields, finalizers, ...).
+_META_KEPT = (
+    "name",
+    "namespace",
+    "uid",
+    "resourceVersion",
+    "creationTimestamp",
+    "deletionTimestamp",
+    "labels",
+    "annotations",
+    "ownerReferences",
+)
+#: What is kept of a condition (not its probe and transition times, which nothing here reads).
+_CONDITION_KEPT = ("type", "status", "reason", "message")
+#: What is kept of a container's status: its name and states (not image or container IDs).
+_CONTAINER_KEPT = ("name", "state", "lastState", "restartCount")
+#: Strings this long or shorter are shared between cached copies (keys, condition types and
+#: reasons, label values): a thousand finished Jobs and pods hold one copy of each, not one each.
+_SHARED_MAX_CHARS = 64
+
+
+def _shared(value: Any) -> Any:
+    """A copy of `value` in which dict keys and short strings are interned (one object for
+    every equal string in the cache) and None-valued keys are left out (readers use `.get`)."""
+    if isinstance(value, dict):
+        return {sys.intern(str(k)): _shared(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_shared(v) for v in value]
+    if isinstance(value, str) and len(value) <= _SHARED_MAX_CHARS:
+        return sys.intern(value)
+    return value
+
+
+def _kept(obj: dict[str, Any] | None, keys: tuple[str, ...]) -> dict[str, Any]:
+    return {k: obj[k] for k in keys if obj and obj.get(k) is not None}
+
+
+def _conditions(status: dict[str, Any]) -> list[dict[str, Any]]:
+    return [_kept(c, _CONDITION_KEPT) for c in status.get("conditions") or []]
 
 
 def slim_job(job: dict[str, Any]) -> dict[str, Any]:
     """What the operator reads of a Job: its metadata (names, labels, annotations: its owner,
-    nonce and evidence), whether it is suspended, and its status (the pod template, most of its
-    size, is not kept)."""
-    return {
-        "kind": job.get("kind", "Job"),
-        "metadata": _meta(job),
-        "spec": {"suspend": (job.get("spec") or {}).get("suspend")},
-        "status": job.get("status") or {},
-    }
+    nonce and evidence), whether it is suspended, and its conditions (the pod template, most of
+    its size, is not kept), with its strings shared."""
+    return _shared(
+        {
+            "kind": job.get("kind", "Job"),
+            "metadata": _kept(job.get("metadata"), _META_KEPT),
+            "spec": {"suspend": (job.get("spec") or {}).get("suspend")},
+            "status": {"conditions": _conditions(job.get("status") or {})},
+        }
+    )
 
 
-def _without_message(container: dict[str, Any]) -> dict[str, Any]:
-    out = dict(container)
+def _container(status: dict[str, Any]) -> dict[str, Any]:
+    out = _kept(status, _CONTAINER_KEPT)
     for key in ("state", "lastState"):
-        term = (container.get(key) or {}).get("terminated")
+        term = (status.get(key) or {}).get("terminated")
         if term is not None:
-            out[key] = {"terminated": {k: v for k, v in term.items() if k != "message"}}
+            out[key] = {"terminated": {k: v for k, v in term.items() if k not in _TERM_DROPPED}}
     return out
+
+
+#: Not kept of a terminated state: the termination message (the result, up to 4 KiB a pod) and
+#: the container's ID.
+_TERM_DROPPED = frozenset({"message", "containerID"})
 
 
 def slim_pod(pod: dict[str, Any]) -> dict[str, Any]:
@@ -229,14 +275,15 @@ def slim_pod(pod: dict[str, Any]) -> dict[str, Any]:
     the termination message (the result, up to 4 KiB a pod): a result is read from the API
     once, when its Job has finished (`Kube.pods_of_job(whole=True)`)."""
     status = pod.get("status") or {}
-    return {
-        "kind": pod.get("kind", "Pod"),
-        "metadata": _meta(pod),
-        "spec": {"nodeName": (pod.get("spec") or {}).get("nodeName")},
-        "status": {
-            **{k: status[k] for k in ("phase", "conditions", "reason", "message") if k in status},
-            "containerStatuses": [
-                _without_message(c) for c in status.get("containerStatuses") or []
-            ],
-        },
-    }
+    return _shared(
+        {
+            "kind": pod.get("kind", "Pod"),
+            "metadata": _kept(pod.get("metadata"), _META_KEPT),
+            "spec": {"nodeName": (pod.get("spec") or {}).get("nodeName")},
+            "status": {
+                **_kept(status, ("phase", "reason", "message")),
+                "conditions": _conditions(status),
+                "containerStatuses": [_container(c) for c in status.get("containerStatuses") or []],
+            },
+        }
+    )

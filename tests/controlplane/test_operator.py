@@ -24,7 +24,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from modelgrid_sandbox import nodeagent
-from modelgrid_sandbox.cluster import Cluster, OperatorProcess, start_operator
+from modelgrid_sandbox.cluster import Cluster
 from modelgrid_sandbox.controlplane import REPO
 from tests.controlplane.conftest import (
     BENCHMARK_NAMESPACE,
@@ -32,12 +32,20 @@ from tests.controlplane.conftest import (
     benchmark_pods,
     wait_for,
 )
-from tests.factory import run_simulated_benchmark
+from tests.controlplane.kit import (
+    GROUP,
+    SIM_POLICY,
+    VERDICT_WAIT_S,
+    VERSION,
+    OperatorUnderTest,
+    create_qualification,
+    get_qualification,
+    install_api,
+    paced_pods,
+    phase_is,
+)
+from tests.factory import PACED_WORKLOAD, paced_qualification, run_simulated_benchmark
 from tests.kstatus import kstatus_one
-
-GROUP, VERSION = "modelgrid.firmus.ai", "v1alpha1"
-#: The sandbox's own policy (hack/sandbox): the model card's table, simulated results accepted.
-SIM_POLICY = "model-card-sandbox"
 
 
 def _policy_doc(name: str, **spec: Any) -> dict[str, Any]:
@@ -48,118 +56,24 @@ def _policy_doc(name: str, **spec: Any) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def operator(cluster: Cluster) -> Iterator[dict[str, Any]]:
-    cluster.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
-    cluster.kubectl(
-        "wait",
-        "--for=condition=Established",
-        "--timeout=60s",
-        "crd/modelqualifications.modelgrid.firmus.ai",
-        "crd/tierpolicies.modelgrid.firmus.ai",
+def operator(cluster: Cluster) -> Iterator[OperatorUnderTest]:
+    install_api(cluster)
+    op = OperatorUnderTest(
+        cluster, {"MODELGRID_MAX_CONCURRENT_JOBS": "3", "MODELGRID_BACKOFF_LIMIT": "1"}
     )
-    cluster.kubectl("apply", "--server-side", "-f", str(REPO / "crds" / "tierpolicies"))
-    cluster.kubectl(
-        "apply", "--server-side", "-f", str(REPO / "hack" / "sandbox" / f"{SIM_POLICY}.yaml")
-    )
-    state: dict[str, Any] = {
-        "extra": {"MODELGRID_MAX_CONCURRENT_JOBS": "3", "MODELGRID_BACKOFF_LIMIT": "1"}
-    }
-
-    def start() -> OperatorProcess:
-        op = start_operator(
-            cluster,
-            cluster.control_plane.log_dir / "operator.log",
-            default_policy=SIM_POLICY,
-            extra_env=state["extra"],
-        )
-        state["op"] = op
-        state["metrics_port"] = op.metrics_port
-        return op
-
-    state["start"] = start
-    start()
+    op.start()
     try:
-        yield state
+        yield op
     finally:
-        state["op"].stop()
-
-
-#: A workload whose length does not depend on the machine: under `paced`, 2 samples x 300
-#: tokens at 20 ms a step is at least 12 s a run (12 whole 1 s windows); a slow or busy machine
-#: only makes it longer, which the generous waits below absorb.
-PACED_WORKLOAD = {
-    "samples": 2,
-    "tokensPerSample": 300,
-    "repeats": 2,
-    "warmupSamples": 0,
-    "inputTokens": 16,
-}
-#: How long a paced qualification may take from apply to verdict on a slow, shared CI machine
-#: (about 40 s on a quiet one: two 12 s runs, the idle baseline, pod start-up).
-VERDICT_WAIT_S = 600
+        op.stop()
 
 
 @pytest.fixture(autouse=True)
 def paced(cluster: Cluster) -> Iterator[None]:
-    """Pods on the simulated nodes pace tokens (20 ms a step) instead of running the model.
-
-    Every test here paces, so none depends on how fast this machine runs a model; the one test
-    of real inference in a benchmark pod (`test_real_inference_in_the_benchmark_pod`) undoes it.
-    """
-    env = cluster.agent.extra_env
-    saved = dict(env)
-    env.update({"MODELGRID_BACKEND_OVERRIDE": "synthetic", "MODELGRID_SYNTHETIC_STEP_MS": "20"})
-    yield
-    env.clear()
-    env.update(saved)
-
-
-def _mq(name: str, **spec: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "ModelQualification",
-        "metadata": {"name": name},
-        "spec": {
-            "model": {
-                "name": f"{name}-model",
-                "source": {"randomWeights": {"architecture": "tiny-llama"}},
-            },
-            "workload": dict(PACED_WORKLOAD),
-            "claims": {"avgPowerW": 135.0, "powerCV": 0.05},
-            "timeoutSeconds": 300,
-            "attestation": {
-                "organization": "test",
-                "declarations": {
-                    "onH200Infrastructure": True,
-                    "followsMethodology": True,
-                    "typicalWorkload": True,
-                    "noManipulation": True,
-                    "acceptsVerification": True,
-                },
-            },
-        },
-    }
-    for key, value in spec.items():
-        body["spec"][key] = value
-    return body
-
-
-def _create(api: client.ApiClient, ns: str, body: dict[str, Any]) -> None:
-    client.CustomObjectsApi(api).create_namespaced_custom_object(
-        GROUP, VERSION, ns, "modelqualifications", body
-    )
-
-
-def _get(api: client.ApiClient, ns: str, name: str) -> dict[str, Any]:
-    obj: dict[str, Any] = client.CustomObjectsApi(api).get_namespaced_custom_object(
-        GROUP, VERSION, ns, "modelqualifications", name
-    )
-    return obj
-
-
-def _phase(api: client.ApiClient, ns: str, name: str, *phases: str) -> Any:
-    obj = _get(api, ns, name)
-    return obj if (obj.get("status") or {}).get("phase") in phases else None
+    """Every test here paces; the one test of real inference in a benchmark pod
+    (`test_real_inference_in_the_benchmark_pod`) undoes it."""
+    with paced_pods(cluster):
+        yield
 
 
 def _cond(obj: dict[str, Any], ctype: str) -> dict[str, Any]:
@@ -181,12 +95,12 @@ def _events(api: client.ApiClient, ns: str, name: str) -> list[Any]:
 
 @pytest.mark.timeout(VERDICT_WAIT_S + 120)
 def test_apply_to_verified_status(
-    cluster: Cluster, api: client.ApiClient, namespace: str, operator: dict[str, Any]
+    cluster: Cluster, api: client.ApiClient, namespace: str, operator: OperatorUnderTest
 ) -> None:
-    _create(api, namespace, _mq("q1"))
+    create_qualification(api, namespace, paced_qualification("q1"))
     obj = wait_for(
         "the paced qualification q1 to reach Succeeded or Failed",
-        lambda: _phase(api, namespace, "q1", "Succeeded", "Failed"),
+        lambda: phase_is(api, namespace, "q1", "Succeeded", "Failed"),
         VERDICT_WAIT_S,
     )
     st = obj["status"]
@@ -221,7 +135,7 @@ def test_apply_to_verified_status(
     table = cluster.kubectl("get", "mq", "-n", namespace)
     assert table.split("\n")[0].split()[:5] == ["NAME", "MODEL", "PHASE", "TIER", "DISCOUNT"]
     assert "Succeeded" in table
-    with urllib.request.urlopen(f"http://127.0.0.1:{operator['metrics_port']}/metrics") as r:
+    with urllib.request.urlopen(f"http://127.0.0.1:{operator.op.metrics_port}/metrics") as r:
         text = r.read().decode()
     assert "modelgrid_qualifications{" in text
     assert "modelgrid_benchmark_duration_seconds_count" in text
@@ -229,7 +143,7 @@ def test_apply_to_verified_status(
 
 @pytest.mark.timeout(VERDICT_WAIT_S + 180)
 def test_a_policy_change_reevaluates_without_rerunning(
-    cluster: Cluster, api: client.ApiClient, namespace: str, operator: dict[str, Any]
+    cluster: Cluster, api: client.ApiClient, namespace: str, operator: OperatorUnderTest
 ) -> None:
     policy = f"p-{namespace}"
     cluster.kubectl(
@@ -240,10 +154,10 @@ def test_a_policy_change_reevaluates_without_rerunning(
         stdin=yaml.safe_dump(_policy_doc(policy, allowSimulated=True, requireAttestation=False)),
     )
     try:
-        _create(api, namespace, _mq("q2", policyRef={"name": policy}))
+        create_qualification(api, namespace, paced_qualification("q2", policyRef={"name": policy}))
         obj = wait_for(
             "the paced qualification q2 to reach a verdict",
-            lambda: _phase(api, namespace, "q2", "Succeeded", "Failed"),
+            lambda: phase_is(api, namespace, "q2", "Succeeded", "Failed"),
             VERDICT_WAIT_S,
         )
         assert obj["status"]["phase"] == "Succeeded", obj["status"]
@@ -255,7 +169,7 @@ def test_a_policy_change_reevaluates_without_rerunning(
         cluster.kubectl("apply", "--server-side", "-f", "-", stdin=yaml.safe_dump(doc))
 
         def reevaluated() -> Any:
-            o = _get(api, namespace, "q2")
+            o = get_qualification(api, namespace, "q2")
             return o if o["status"]["policy"]["generation"] != gen_before else None
 
         obj = wait_for("the re-evaluation", reevaluated, 60)
@@ -270,12 +184,14 @@ def test_a_policy_change_reevaluates_without_rerunning(
 
 @pytest.mark.timeout(VERDICT_WAIT_S + 120)
 def test_a_simulated_result_is_refused_under_the_real_policy(
-    api: client.ApiClient, namespace: str, operator: dict[str, Any]
+    api: client.ApiClient, namespace: str, operator: OperatorUnderTest
 ) -> None:
-    _create(api, namespace, _mq("q3", policyRef={"name": "model-card"}))
+    create_qualification(
+        api, namespace, paced_qualification("q3", policyRef={"name": "model-card"})
+    )
     obj = wait_for(
         "q3's paced run to be refused",
-        lambda: _phase(api, namespace, "q3", "Succeeded", "Failed"),
+        lambda: phase_is(api, namespace, "q3", "Succeeded", "Failed"),
         VERDICT_WAIT_S,
     )
     assert obj["status"]["phase"] == "Failed"
@@ -290,12 +206,14 @@ def test_a_simulated_result_is_refused_under_the_real_policy(
 
 @pytest.mark.timeout(200)
 def test_unschedulable_is_reported_with_the_schedulers_message(
-    api: client.ApiClient, namespace: str, operator: dict[str, Any]
+    api: client.ApiClient, namespace: str, operator: OperatorUnderTest
 ) -> None:
-    _create(api, namespace, _mq("q4", hardware={"gpuProduct": "NVIDIA-B200"}))
+    create_qualification(
+        api, namespace, paced_qualification("q4", hardware={"gpuProduct": "NVIDIA-B200"})
+    )
 
     def unschedulable() -> Any:
-        o = _get(api, namespace, "q4")
+        o = get_qualification(api, namespace, "q4")
         conds = {c["type"]: c for c in (o.get("status") or {}).get("conditions", [])}
         sched = conds.get("Scheduled")
         return o if sched and sched["reason"] == "Unschedulable" else None
@@ -310,15 +228,17 @@ def test_unschedulable_is_reported_with_the_schedulers_message(
 
 @pytest.mark.timeout(200)
 def test_a_failing_benchmark_ends_stalled_with_its_own_message(
-    cluster: Cluster, api: client.ApiClient, namespace: str, operator: dict[str, Any]
+    cluster: Cluster, api: client.ApiClient, namespace: str, operator: OperatorUnderTest
 ) -> None:
     # The real OpenAI-compatible backend, against a port where nothing listens: not paced.
     cluster.agent.extra_env.pop("MODELGRID_BACKEND_OVERRIDE", None)
     source = {"endpoint": {"url": "http://127.0.0.1:9", "servedModel": "m"}}
-    body = _mq("q5")
+    body = paced_qualification("q5")
     body["spec"]["model"]["source"] = source
-    _create(api, namespace, body)
-    obj = wait_for("the failure", lambda: _phase(api, namespace, "q5", "Failed", "Succeeded"), 150)
+    create_qualification(api, namespace, body)
+    obj = wait_for(
+        "the failure", lambda: phase_is(api, namespace, "q5", "Failed", "Succeeded"), 150
+    )
     assert obj["status"]["phase"] == "Failed"
     stalled = _cond(obj, "Stalled")
     assert stalled["reason"] == "BackoffLimitExceeded"
@@ -336,12 +256,12 @@ def test_a_failing_benchmark_ends_stalled_with_its_own_message(
 
 @pytest.mark.timeout(VERDICT_WAIT_S + 300)
 def test_a_spec_change_supersedes_the_running_job(
-    api: client.ApiClient, namespace: str, operator: dict[str, Any]
+    api: client.ApiClient, namespace: str, operator: OperatorUnderTest
 ) -> None:
-    body = _mq("q6")
+    body = paced_qualification("q6")
     body["spec"]["workload"]["tokensPerSample"] = 20000  # paced: 400 s a sample, caught running
-    _create(api, namespace, body)
-    wait_for("q6's first run to be Running", lambda: _phase(api, namespace, "q6", "Running"), 240)
+    create_qualification(api, namespace, body)
+    wait_for("q6's first run to be Running", lambda: phase_is(api, namespace, "q6", "Running"), 240)
     first = {j.metadata.name for j in _jobs(api, namespace)}
     patch = {"spec": {"workload": {"tokensPerSample": PACED_WORKLOAD["tokensPerSample"]}}}
     client.CustomObjectsApi(api).patch_namespaced_custom_object(
@@ -349,7 +269,7 @@ def test_a_spec_change_supersedes_the_running_job(
     )
 
     def second_generation_done() -> Any:
-        o = _get(api, namespace, "q6")
+        o = get_qualification(api, namespace, "q6")
         st = o.get("status") or {}
         return o if st.get("observedGeneration") == 2 and st.get("phase") == "Succeeded" else None
 
@@ -367,12 +287,12 @@ def test_a_spec_change_supersedes_the_running_job(
 
 
 def test_status_cannot_be_set_through_the_main_resource(
-    api: client.ApiClient, namespace: str, operator: dict[str, Any]
+    api: client.ApiClient, namespace: str, operator: OperatorUnderTest
 ) -> None:
-    body = copy.deepcopy(_mq("q7", hardware={"gpuProduct": "NVIDIA-B200"}))
+    body = copy.deepcopy(paced_qualification("q7", hardware={"gpuProduct": "NVIDIA-B200"}))
     body["status"] = {"phase": "Succeeded", "discountPercent": 20}
-    _create(api, namespace, body)
-    obj = _get(api, namespace, "q7")
+    create_qualification(api, namespace, body)
+    obj = get_qualification(api, namespace, "q7")
     assert (obj.get("status") or {}).get("discountPercent") != 20
     with pytest.raises(ApiException):
         client.CustomObjectsApi(api).patch_namespaced_custom_object(
@@ -387,14 +307,14 @@ def test_status_cannot_be_set_through_the_main_resource(
 
 @pytest.mark.timeout(VERDICT_WAIT_S + 120)
 def test_the_example_qualification_ends_verified_with_a_discount(
-    cluster: Cluster, api: client.ApiClient, operator: dict[str, Any]
+    cluster: Cluster, api: client.ApiClient, operator: OperatorUnderTest
 ) -> None:
     example = REPO / "examples" / "qualification.yaml"
     cluster.kubectl("apply", "-f", str(example))
     try:
         obj = wait_for(
             "the example's paced verdict",
-            lambda: _phase(api, "default", "llama-8b-shape", "Succeeded", "Failed"),
+            lambda: phase_is(api, "default", "llama-8b-shape", "Succeeded", "Failed"),
             VERDICT_WAIT_S,
         )
         st = obj["status"]
@@ -424,24 +344,24 @@ def test_the_example_qualification_ends_verified_with_a_discount(
 
 @pytest.mark.timeout(VERDICT_WAIT_S + 300)
 def test_restarting_the_operator_mid_run_loses_nothing(
-    api: client.ApiClient, namespace: str, operator: dict[str, Any]
+    api: client.ApiClient, namespace: str, operator: OperatorUnderTest
 ) -> None:
-    body = _mq("q8")
+    body = paced_qualification("q8")
     body["spec"]["workload"] = {
         "samples": 2,
         "tokensPerSample": 500,
         "repeats": 2,
         "warmupSamples": 0,
     }
-    _create(api, namespace, body)
-    wait_for("q8's run to be Running", lambda: _phase(api, namespace, "q8", "Running"), 240)
-    operator["op"].stop()
+    create_qualification(api, namespace, body)
+    wait_for("q8's run to be Running", lambda: phase_is(api, namespace, "q8", "Running"), 240)
+    operator.stop()
     job_before = [j.metadata.name for j in _jobs(api, namespace)]
     assert len(job_before) == 1
-    operator["start"]()
+    operator.start()
     obj = wait_for(
         "q8's verdict after the operator restart",
-        lambda: _phase(api, namespace, "q8", "Succeeded", "Failed"),
+        lambda: phase_is(api, namespace, "q8", "Succeeded", "Failed"),
         VERDICT_WAIT_S,
     )
     assert obj["status"]["phase"] == "Succeeded", obj["status"].get("conditions")
@@ -452,17 +372,17 @@ def test_restarting_the_operator_mid_run_loses_nothing(
 
 @pytest.mark.timeout(200)
 def test_deleting_the_qualification_removes_its_job_and_pods(
-    api: client.ApiClient, namespace: str, operator: dict[str, Any]
+    api: client.ApiClient, namespace: str, operator: OperatorUnderTest
 ) -> None:
-    body = _mq("q9")
+    body = paced_qualification("q9")
     body["spec"]["workload"] = {
         "samples": 2,
         "tokensPerSample": 5000,
         "repeats": 2,
         "warmupSamples": 0,
     }
-    _create(api, namespace, body)
-    wait_for("the run to start", lambda: _phase(api, namespace, "q9", "Running"), 120)
+    create_qualification(api, namespace, body)
+    wait_for("the run to start", lambda: phase_is(api, namespace, "q9", "Running"), 120)
     assert _jobs(api, namespace)
     client.CustomObjectsApi(api).delete_namespaced_custom_object(
         GROUP, VERSION, namespace, "modelqualifications", "q9"
@@ -501,7 +421,7 @@ def _forgeries(tmp: Path) -> list[tuple[str, str, str]]:
 def test_forged_malformed_or_oversized_messages_are_refused(
     api: client.ApiClient,
     namespace: str,
-    operator: dict[str, Any],
+    operator: OperatorUnderTest,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -519,10 +439,10 @@ def test_forged_malformed_or_oversized_messages_are_refused(
             nodeagent.IMAGE_ENTRYPOINTS, "modelgrid-bench", [sys.executable, "-c", script]
         )
         name = f"forged-{i}"
-        _create(api, namespace, _mq(name))
+        create_qualification(api, namespace, paced_qualification(name))
         obj = wait_for(
             f"the refusal of {case}",
-            lambda n=name: _phase(api, namespace, n, "Failed", "Succeeded"),
+            lambda n=name: phase_is(api, namespace, n, "Failed", "Succeeded"),
             90,
         )
         assert obj["status"]["phase"] == "Failed", case
@@ -536,7 +456,7 @@ def test_forged_malformed_or_oversized_messages_are_refused(
 @pytest.mark.torch
 @pytest.mark.timeout(VERDICT_WAIT_S + 120)
 def test_real_inference_in_the_benchmark_pod(
-    cluster: Cluster, api: client.ApiClient, namespace: str, operator: dict[str, Any]
+    cluster: Cluster, api: client.ApiClient, namespace: str, operator: OperatorUnderTest
 ) -> None:
     """The pod runs the tiny random Llama with transformers on CPU (replayed power): a bounded
     64-token run, too short for whole 1 s windows on any machine we know, so the verdict is a
@@ -544,7 +464,7 @@ def test_real_inference_in_the_benchmark_pod(
     pytest.importorskip("transformers")
     env = cluster.agent.extra_env
     env.pop("MODELGRID_BACKEND_OVERRIDE", None)
-    body = _mq("q10")
+    body = paced_qualification("q10")
     body["spec"]["workload"] = {
         "samples": 1,
         "tokensPerSample": 64,
@@ -552,10 +472,10 @@ def test_real_inference_in_the_benchmark_pod(
         "warmupSamples": 0,
         "inputTokens": 16,
     }
-    _create(api, namespace, body)
+    create_qualification(api, namespace, body)
     obj = wait_for(
         "q10's real-inference run to reach a verdict or a refusal",
-        lambda: _phase(api, namespace, "q10", "Succeeded", "Failed"),
+        lambda: phase_is(api, namespace, "q10", "Succeeded", "Failed"),
         VERDICT_WAIT_S,
     )
     pods = benchmark_pods(api, namespace)
@@ -706,7 +626,7 @@ def _terminated_message(api: client.ApiClient, ns: str, pod: str) -> str | None:
 def test_a_tenant_with_edit_reaches_a_price_only_through_the_benchmark(
     api: client.ApiClient,
     namespace: str,
-    operator: dict[str, Any],
+    operator: OperatorUnderTest,
     tenant: client.ApiClient,
 ) -> None:
     # The tenant can neither create pods nor read Jobs where benchmarks run.
@@ -719,21 +639,21 @@ def test_a_tenant_with_edit_reaches_a_price_only_through_the_benchmark(
         client.BatchV1Api(tenant).list_namespaced_job(BENCHMARK_NAMESPACE)
     assert denied.value.status == 403
     # A first qualification gives the tenant a real result to replay.
-    _create(tenant, namespace, _mq("ref"))
+    create_qualification(tenant, namespace, paced_qualification("ref"))
     ref = wait_for(
         "the reference qualification's verdict",
-        lambda: _phase(tenant, namespace, "ref", "Succeeded", "Failed"),
+        lambda: phase_is(tenant, namespace, "ref", "Succeeded", "Failed"),
         VERDICT_WAIT_S,
     )
     assert ref["status"]["phase"] == "Succeeded", ref["status"]
     replayed = ref["status"]["result"]
     # The target runs; while it runs, the tenant plants pods posing as its Job's.
-    body = _mq("target")
+    body = paced_qualification("target")
     body["spec"]["workload"] = {**PACED_WORKLOAD, "tokensPerSample": 600}
-    _create(tenant, namespace, body)
+    create_qualification(tenant, namespace, body)
     running = wait_for(
         "the target's benchmark to run",
-        lambda: _phase(tenant, namespace, "target", "Running"),
+        lambda: phase_is(tenant, namespace, "target", "Running"),
         VERDICT_WAIT_S,
     )
     job = running["status"]["jobName"]
@@ -750,7 +670,7 @@ def test_a_tenant_with_edit_reaches_a_price_only_through_the_benchmark(
         )
     obj = wait_for(
         "the target's verdict",
-        lambda: _phase(tenant, namespace, "target", "Succeeded", "Failed"),
+        lambda: phase_is(tenant, namespace, "target", "Succeeded", "Failed"),
         VERDICT_WAIT_S,
     )
     st = obj["status"]
@@ -776,14 +696,14 @@ def test_a_tenant_with_edit_reaches_a_price_only_through_the_benchmark(
 def test_a_result_replayed_from_another_qualification_is_refused(
     api: client.ApiClient,
     namespace: str,
-    operator: dict[str, Any],
+    operator: OperatorUnderTest,
     tenant: client.ApiClient,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    _create(tenant, namespace, _mq("first"))
+    create_qualification(tenant, namespace, paced_qualification("first"))
     first = wait_for(
         "the first qualification's verdict",
-        lambda: _phase(tenant, namespace, "first", "Succeeded", "Failed"),
+        lambda: phase_is(tenant, namespace, "first", "Succeeded", "Failed"),
         VERDICT_WAIT_S,
     )
     assert first["status"]["phase"] == "Succeeded", first["status"]
@@ -797,10 +717,10 @@ def test_a_result_replayed_from_another_qualification_is_refused(
     monkeypatch.setitem(
         nodeagent.IMAGE_ENTRYPOINTS, "modelgrid-bench", [sys.executable, "-c", script]
     )
-    _create(tenant, namespace, _mq("second"))
+    create_qualification(tenant, namespace, paced_qualification("second"))
     obj = wait_for(
         "the second qualification's refusal",
-        lambda: _phase(tenant, namespace, "second", "Succeeded", "Failed"),
+        lambda: phase_is(tenant, namespace, "second", "Succeeded", "Failed"),
         VERDICT_WAIT_S,
     )
     st = obj["status"]
@@ -821,15 +741,18 @@ def test_a_result_replayed_from_another_qualification_is_refused(
 def test_a_model_volume_missing_from_the_benchmark_namespace_says_so(
     api: client.ApiClient,
     namespace: str,
-    operator: dict[str, Any],
+    operator: OperatorUnderTest,
     tenant: client.ApiClient,
 ) -> None:
-    body = _mq("q-pvc")
+    body = paced_qualification("q-pvc")
     body["spec"]["model"]["source"] = {"pvc": {"claimName": f"weights-{namespace}"}}
-    _create(tenant, namespace, body)
+    create_qualification(tenant, namespace, body)
     obj = wait_for(
         "the missing model volume to be reported",
-        lambda: (o := _get(api, namespace, "q-pvc")).get("status", {}).get("conditions") and o,
+        lambda: (
+            (o := get_qualification(api, namespace, "q-pvc")).get("status", {}).get("conditions")
+            and o
+        ),
         120,
     )
     assert obj["status"]["phase"] == "Pending"
@@ -849,19 +772,22 @@ def test_a_model_volume_missing_from_the_benchmark_namespace_says_so(
 def test_an_endpoint_at_the_metadata_service_is_never_called(
     api: client.ApiClient,
     namespace: str,
-    operator: dict[str, Any],
+    operator: OperatorUnderTest,
     tenant: client.ApiClient,
 ) -> None:
     # the sandbox's policy takes endpoints (unverified placement) inside the cluster, never
     # link-local ones; the shipped policies refuse every endpoint before its host is looked at
-    body = _mq("q-meta", policyRef={"name": SIM_POLICY})
+    body = paced_qualification("q-meta", policyRef={"name": SIM_POLICY})
     body["spec"]["model"]["source"] = {
         "endpoint": {"url": "http://169.254.169.254/latest/meta-data/", "servedModel": "m"}
     }
-    _create(tenant, namespace, body)
+    create_qualification(tenant, namespace, body)
     obj = wait_for(
         "the endpoint to be refused",
-        lambda: (o := _get(api, namespace, "q-meta")).get("status", {}).get("conditions") and o,
+        lambda: (
+            (o := get_qualification(api, namespace, "q-meta")).get("status", {}).get("conditions")
+            and o
+        ),
         120,
     )
     assert obj["status"]["phase"] == "Pending"
@@ -878,7 +804,7 @@ def test_an_endpoint_at_the_metadata_service_is_never_called(
 
 @pytest.mark.timeout(VERDICT_WAIT_S + 180)
 def test_a_full_quota_in_the_benchmark_namespace_queues_then_runs(
-    api: client.ApiClient, namespace: str, operator: dict[str, Any]
+    api: client.ApiClient, namespace: str, operator: OperatorUnderTest
 ) -> None:
     core = client.CoreV1Api(api)
     quota = f"no-jobs-{namespace}"
@@ -892,10 +818,10 @@ def test_a_full_quota_in_the_benchmark_namespace_queues_then_runs(
             lambda: core.read_namespaced_resource_quota(quota, BENCHMARK_NAMESPACE).status.hard,
             60,
         )
-        _create(api, namespace, _mq("q-quota"))
+        create_qualification(api, namespace, paced_qualification("q-quota"))
 
         def queued_by_quota() -> Any:
-            o = _get(api, namespace, "q-quota")
+            o = get_qualification(api, namespace, "q-quota")
             if (o.get("status") or {}).get("phase") != "Queued":
                 return None
             return o if "exceeded quota" in _cond(o, "Reconciling")["message"] else None
@@ -907,7 +833,7 @@ def test_a_full_quota_in_the_benchmark_namespace_queues_then_runs(
         core.delete_namespaced_resource_quota(quota, BENCHMARK_NAMESPACE)
     obj = wait_for(
         "q-quota's verdict once the quota is gone",
-        lambda: _phase(api, namespace, "q-quota", "Succeeded", "Failed"),
+        lambda: phase_is(api, namespace, "q-quota", "Succeeded", "Failed"),
         VERDICT_WAIT_S,
     )
     assert obj["status"]["phase"] == "Succeeded", obj["status"]
@@ -928,7 +854,7 @@ def _served(name: str, *engine_flags: str, startup_s: int = 300) -> dict[str, An
     """A qualification whose model is served by the paced server, started by the benchmark in
     its pod exactly as a vLLM would be (a custom engine: the sandbox's policy trusts it)."""
     port = _free_port()
-    body = _mq(name)
+    body = paced_qualification(name)
     body["spec"]["model"]["source"] = {
         "server": {
             "engine": "custom",
@@ -952,7 +878,7 @@ def _served(name: str, *engine_flags: str, startup_s: int = 300) -> dict[str, An
 
 def _ended(api: client.ApiClient, namespace: str, name: str, what: str, timeout_s: float) -> Any:
     """Wait until the qualification `name` is Succeeded or Failed (`what` says why it should)."""
-    return wait_for(what, lambda: _phase(api, namespace, name, "Succeeded", "Failed"), timeout_s)
+    return wait_for(what, lambda: phase_is(api, namespace, name, "Succeeded", "Failed"), timeout_s)
 
 
 def _log_mark(cluster: Cluster) -> int:
@@ -969,10 +895,10 @@ def _no_traceback_since(cluster: Cluster, mark: int) -> None:
 
 @pytest.mark.timeout(VERDICT_WAIT_S + 120)
 def test_a_served_model_is_qualified_with_its_engine_in_status(
-    cluster: Cluster, api: client.ApiClient, namespace: str, operator: dict[str, Any]
+    cluster: Cluster, api: client.ApiClient, namespace: str, operator: OperatorUnderTest
 ) -> None:
     mark = _log_mark(cluster)
-    _create(api, namespace, _served("srv-ok", "--start-delay-s", "1"))
+    create_qualification(api, namespace, _served("srv-ok", "--start-delay-s", "1"))
     obj = _ended(
         api,
         namespace,
@@ -996,10 +922,10 @@ def test_a_served_model_is_qualified_with_its_engine_in_status(
 
 @pytest.mark.timeout(400)
 def test_an_engine_that_crashes_mid_run_fails_with_its_last_lines(
-    cluster: Cluster, api: client.ApiClient, namespace: str, operator: dict[str, Any]
+    cluster: Cluster, api: client.ApiClient, namespace: str, operator: OperatorUnderTest
 ) -> None:
     mark = _log_mark(cluster)
-    _create(api, namespace, _served("srv-crash", "--crash-after-tokens", "40"))
+    create_qualification(api, namespace, _served("srv-crash", "--crash-after-tokens", "40"))
     obj = _ended(
         api,
         namespace,
@@ -1021,10 +947,10 @@ def test_an_engine_that_crashes_mid_run_fails_with_its_last_lines(
 
 @pytest.mark.timeout(300)
 def test_an_engine_that_never_becomes_healthy_fails_within_its_startup_time(
-    cluster: Cluster, api: client.ApiClient, namespace: str, operator: dict[str, Any]
+    cluster: Cluster, api: client.ApiClient, namespace: str, operator: OperatorUnderTest
 ) -> None:
     mark = _log_mark(cluster)
-    _create(api, namespace, _served("srv-sick", "--never-healthy", startup_s=10))
+    create_qualification(api, namespace, _served("srv-sick", "--never-healthy", startup_s=10))
     obj = _ended(
         api, namespace, "srv-sick", "the never-healthy engine's qualification to fail", 200
     )
@@ -1040,10 +966,10 @@ def test_an_engine_that_never_becomes_healthy_fails_within_its_startup_time(
 
 @pytest.mark.timeout(VERDICT_WAIT_S + 120)
 def test_an_engine_that_serves_fewer_tokens_than_asked_is_not_priced(
-    cluster: Cluster, api: client.ApiClient, namespace: str, operator: dict[str, Any]
+    cluster: Cluster, api: client.ApiClient, namespace: str, operator: OperatorUnderTest
 ) -> None:
     mark = _log_mark(cluster)
-    _create(api, namespace, _served("srv-short", "--short-by", "30"))
+    create_qualification(api, namespace, _served("srv-short", "--short-by", "30"))
     obj = _ended(
         api,
         namespace,
@@ -1063,7 +989,7 @@ def test_an_engine_that_serves_fewer_tokens_than_asked_is_not_priced(
 
 @pytest.mark.timeout(VERDICT_WAIT_S + 120)
 def test_a_concurrency_sweep_of_three_levels_appears_in_status(
-    api: client.ApiClient, namespace: str, operator: dict[str, Any]
+    api: client.ApiClient, namespace: str, operator: OperatorUnderTest
 ) -> None:
     """Three levels x three runs against the paced server, whose decode step grows 2 % with
     every other sequence in flight: each higher level is faster, less than linearly. The tier
@@ -1076,7 +1002,7 @@ def test_a_concurrency_sweep_of_three_levels_appears_in_status(
         "concurrencyLevels": [1, 2, 4],
         "tierConcurrency": 1,
     }
-    _create(api, namespace, body)
+    create_qualification(api, namespace, body)
     obj = _ended(
         api,
         namespace,
@@ -1106,18 +1032,18 @@ def test_a_concurrency_sweep_of_three_levels_appears_in_status(
 
 @pytest.mark.timeout(VERDICT_WAIT_S + 120)
 def test_a_running_qualification_shows_its_stages_in_order(
-    cluster: Cluster, api: client.ApiClient, namespace: str, operator: dict[str, Any]
+    cluster: Cluster, api: client.ApiClient, namespace: str, operator: OperatorUnderTest
 ) -> None:
     """The engine takes 25 s to become healthy, the warm-up 3 x 6 s, each run 12 s: every
     stage lasts longer than the operator's 10 s refresh, however slow the machine."""
     body = _served("srv-prog", "--start-delay-s", "25")
     body["spec"]["workload"]["warmupSamples"] = 3
-    _create(api, namespace, body)
+    create_qualification(api, namespace, body)
     seen: list[str] = []
     columns: list[str] = []
 
     def watch_stages() -> Any:
-        obj = _get(api, namespace, "srv-prog")
+        obj = get_qualification(api, namespace, "srv-prog")
         st = obj.get("status") or {}
         stage = (st.get("progress") or {}).get("stage")
         if stage and (not seen or seen[-1] != stage):
@@ -1142,7 +1068,7 @@ def test_a_running_qualification_shows_its_stages_in_order(
 
 @pytest.mark.timeout(400)
 def test_a_benchmark_that_stops_making_progress_is_failed_for_it(
-    cluster: Cluster, api: client.ApiClient, namespace: str, operator: dict[str, Any]
+    cluster: Cluster, api: client.ApiClient, namespace: str, operator: OperatorUnderTest
 ) -> None:
     """An engine that never finishes a token (a 10-minute decode step): the benchmark's
     heartbeat goes on, but no request ends, so after progressTimeoutSeconds it is failed and
@@ -1151,7 +1077,7 @@ def test_a_benchmark_that_stops_making_progress_is_failed_for_it(
     body = _served("srv-stuck", "--step-ms", "600000")
     body["spec"]["progressTimeoutSeconds"] = 30
     body["spec"]["timeoutSeconds"] = 3600
-    _create(api, namespace, body)
+    create_qualification(api, namespace, body)
     obj = _ended(
         api, namespace, "srv-stuck", "the stuck benchmark to be failed for lack of progress", 300
     )
@@ -1173,15 +1099,15 @@ def test_a_benchmark_that_stops_making_progress_is_failed_for_it(
 
 @pytest.mark.timeout(VERDICT_WAIT_S + 240)
 def test_the_kept_evidence_outlives_the_job_and_reproduces_the_status(
-    cluster: Cluster, api: client.ApiClient, namespace: str, operator: dict[str, Any]
+    cluster: Cluster, api: client.ApiClient, namespace: str, operator: OperatorUnderTest
 ) -> None:
     """The sandbox keeps evidence on a claim bound to a local folder (as the chart's
     benchmark.evidence.claimName does): the pod's files are there after the Job is gone, and
     re-analysing them gives back the very result the operator priced."""
-    _create(api, namespace, _mq("kept"))
+    create_qualification(api, namespace, paced_qualification("kept"))
     obj = wait_for(
         "the paced qualification 'kept' to reach Succeeded or Failed",
-        lambda: _phase(api, namespace, "kept", "Succeeded", "Failed"),
+        lambda: phase_is(api, namespace, "kept", "Succeeded", "Failed"),
         VERDICT_WAIT_S,
     )
     st = obj["status"]
@@ -1248,7 +1174,7 @@ def test_the_report_of_a_mixed_fleet_matches_status(
     cluster: Cluster,
     api: client.ApiClient,
     namespace: str,
-    operator: dict[str, Any],
+    operator: OperatorUnderTest,
     tmp_path: Path,
 ) -> None:
     """Tier 1 (a concurrency sweep), Tier 3 (a strict policy), refused (the real policy
@@ -1294,9 +1220,13 @@ def test_the_report_of_a_mixed_fleet_matches_status(
         "concurrencyLevels": [1, 2],
         "tierConcurrency": 1,
     }
-    _create(api, namespace, swept)
-    _create(api, namespace, _mq("fleet-t3", policyRef={"name": "report-strict"}))
-    _create(api, namespace, _mq("fleet-refused", policyRef={"name": "model-card"}))
+    create_qualification(api, namespace, swept)
+    create_qualification(
+        api, namespace, paced_qualification("fleet-t3", policyRef={"name": "report-strict"})
+    )
+    create_qualification(
+        api, namespace, paced_qualification("fleet-refused", policyRef={"name": "model-card"})
+    )
     done = {
         n: _ended(api, namespace, n, f"{n} to reach Succeeded or Failed", VERDICT_WAIT_S)
         for n in ("fleet-t1", "fleet-t3", "fleet-refused")
@@ -1304,11 +1234,11 @@ def test_the_report_of_a_mixed_fleet_matches_status(
     assert done["fleet-t1"]["status"]["phase"] == "Succeeded", done["fleet-t1"]["status"]
     assert done["fleet-t3"]["status"]["tier"]["number"] == 3
     assert done["fleet-refused"]["status"]["phase"] == "Failed"
-    slow = _mq("fleet-running")
+    slow = paced_qualification("fleet-running")
     slow["spec"]["workload"] = {**PACED_WORKLOAD, "tokensPerSample": 5000}
-    _create(api, namespace, slow)
+    create_qualification(api, namespace, slow)
     wait_for(
-        "fleet-running to start", lambda: _phase(api, namespace, "fleet-running", "Running"), 300
+        "fleet-running to start", lambda: phase_is(api, namespace, "fleet-running", "Running"), 300
     )
 
     root = cluster.control_plane.workdir / "evidence" / BENCHMARK_NAMESPACE
@@ -1410,7 +1340,7 @@ def test_the_report_of_a_mixed_fleet_matches_status(
 
 @pytest.mark.timeout(VERDICT_WAIT_S + 300)
 def test_deleting_a_namespace_with_the_operator_stopped_completes_in_seconds(
-    cluster: Cluster, api: client.ApiClient, operator: dict[str, Any]
+    cluster: Cluster, api: client.ApiClient, operator: OperatorUnderTest
 ) -> None:
     """No qualification carries a finalizer (no per-object kopf timer): with the operator
     stopped, a namespace of qualifications goes at once; the operator, back, deletes the Jobs
@@ -1420,17 +1350,22 @@ def test_deleting_a_namespace_with_the_operator_stopped_completes_in_seconds(
     core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=ns)))
     slow = {**PACED_WORKLOAD, "tokensPerSample": 5000}
     for i in range(3):
-        body = _mq(f"q{i}")
+        body = paced_qualification(f"q{i}")
         body["spec"]["workload"] = slow
-        _create(api, ns, body)
+        create_qualification(api, ns, body)
     wait_for(
         "every qualification to have a status and q0 a Job",
-        lambda: all(_get(api, ns, f"q{i}").get("status") for i in range(3)) and _jobs(api, ns),
+        lambda: (
+            all(get_qualification(api, ns, f"q{i}").get("status") for i in range(3))
+            and _jobs(api, ns)
+        ),
         120,
     )
     for i in range(3):
-        assert not _get(api, ns, f"q{i}")["metadata"].get("finalizers"), "a finalizer is back"
-    operator["op"].stop()
+        assert not get_qualification(api, ns, f"q{i}")["metadata"].get("finalizers"), (
+            "a finalizer is back"
+        )
+    operator.stop()
     try:
         t0 = time.monotonic()
         core.delete_namespace(ns)
@@ -1446,5 +1381,5 @@ def test_deleting_a_namespace_with_the_operator_stopped_completes_in_seconds(
         took_s = time.monotonic() - t0
         assert took_s < 60, f"the namespace took {took_s:.0f} s"
     finally:
-        operator["start"]()
+        operator.start()
     wait_for("the operator, back, to delete the orphaned Jobs", lambda: not _jobs(api, ns), 180)
