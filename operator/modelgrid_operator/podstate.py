@@ -233,6 +233,11 @@ def _shared(value: Any) -> Any:
     return value
 
 
+def _shared_dict(value: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = _shared(value)
+    return out
+
+
 def _kept(obj: dict[str, Any] | None, keys: tuple[str, ...]) -> dict[str, Any]:
     return {k: obj[k] for k in keys if obj and obj.get(k) is not None}
 
@@ -245,7 +250,7 @@ def slim_job(job: dict[str, Any]) -> dict[str, Any]:
     """What the operator reads of a Job: its metadata (names, labels, annotations: its owner,
     nonce and evidence), whether it is suspended, and its conditions (the pod template, most of
     its size, is not kept), with its strings shared."""
-    return _shared(
+    return _shared_dict(
         {
             "kind": job.get("kind", "Job"),
             "metadata": _kept(job.get("metadata"), _META_KEPT),
@@ -275,7 +280,7 @@ def slim_pod(pod: dict[str, Any]) -> dict[str, Any]:
     the termination message (the result, up to 4 KiB a pod): a result is read from the API
     once, when its Job has finished (`Kube.pods_of_job(whole=True)`)."""
     status = pod.get("status") or {}
-    return _shared(
+    return _shared_dict(
         {
             "kind": pod.get("kind", "Pod"),
             "metadata": _kept(pod.get("metadata"), _META_KEPT),
