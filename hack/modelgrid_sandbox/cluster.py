@@ -247,6 +247,7 @@ def start_operator(
         "MODELGRID_DEFAULT_POLICY": default_policy,
         "MODELGRID_METRICS_PORT": str(metrics_port),
         "MODELGRID_LIVENESS_ENDPOINT": f"http://127.0.0.1:{live_port}/healthz",
+        "MALLOC_ARENA_MAX": os.environ.get("MALLOC_ARENA_MAX", "2"),  # as the chart sets it
         **(extra_env or {}),
     }
     log_path.parent.mkdir(parents=True, exist_ok=True)

@@ -9,9 +9,11 @@ import contextlib
 import logging
 import queue
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from modelgrid_operator.heap import release_free_heap
 from modelgrid_operator.jobs import qualification_of
 from modelgrid_operator.kube import Kube
 from modelgrid_operator.podstate import job_finished
@@ -125,6 +127,17 @@ class Watcher:
                 self.r.resync(self.enqueue)
             except Exception as exc:  # the next round retries; the operator keeps serving
                 log.warning("resync failed: %s", exc)
+            self._release_heap()
+
+    _heap_released_at = float("-inf")
+
+    def _release_heap(self) -> None:
+        """What bursts freed goes back to the system, at most once an interval (the resync
+        wakes at every finished Job): RSS follows the fleet down, not its high-water mark."""
+        now = time.monotonic()
+        if now - self._heap_released_at >= self.r.settings.resync_interval_s:
+            self._heap_released_at = now
+            release_free_heap()
 
     def _progress(self) -> None:
         while not self.stop.wait(PROGRESS_REFRESH_S):

@@ -279,6 +279,7 @@ def test_the_defaults_render_the_operator(helm: Path) -> None:
     assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "healthz"}
     assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"metrics": 8080, "healthz": 8081}
     assert env(docs) == {
+        "MALLOC_ARENA_MAX": "2",
         "HOME": "/tmp",
         "MODELGRID_BENCHMARK_NAMESPACE": BENCH_NS,
         "MODELGRID_BENCH_IMAGE": "ghcr.io/firmus/modelgrid-bench:0.1.0",
@@ -345,6 +346,7 @@ def test_every_value_reaches_the_manifests(helm: Path) -> None:
     assert c["imagePullPolicy"] == "Always"
     assert pod["imagePullSecrets"] == [{"name": "regcred"}]
     assert env(docs) == {
+        "MALLOC_ARENA_MAX": "2",
         "HOME": "/tmp",
         "MODELGRID_BENCHMARK_NAMESPACE": "team-benchmarks",
         "MODELGRID_BENCH_IMAGE": "registry.example.com/modelgrid-bench:0.1.0-cuda12",

@@ -1505,7 +1505,7 @@ def test_a_policy_for_other_namespaces_prices_nothing_here() -> None:
 # --------------------------------------------------------------------------- the cache's copies
 
 
-@pytest.mark.parametrize("situation", ["running", "unschedulable", "suspended"])
+@pytest.mark.parametrize("situation", ["running", "unschedulable", "suspended", "retrying"])
 def test_the_caches_slim_copies_decide_as_the_full_objects(situation: str) -> None:
     """The cache keeps only what the operator reads of a Job and its pods while it runs
     (memory stays flat while finished Jobs accumulate): every such decision made from the slim
@@ -1516,6 +1516,11 @@ def test_the_caches_slim_copies_decide_as_the_full_objects(situation: str) -> No
         "running": (job_object(manifest, active=1), [pod(name, "Running")]),
         "unschedulable": (job_object(manifest), [pod(name, "Pending", scheduled=False)]),
         "suspended": (job_object(manifest, suspend=True), []),
+        # the first pod failed, the Job retries: the failure is read from the cache's copies
+        "retrying": (
+            job_object(manifest, active=1),
+            [failed_pod(name, 1, "boom"), pod(name, "Running", created="2026-03-01T12:01:00Z")],
+        ),
     }[situation]
     for obj in (job, *pods):
         obj["metadata"]["managedFields"] = [{"manager": "kube-controller-manager"}]
@@ -1532,6 +1537,27 @@ def test_the_caches_slim_copies_decide_as_the_full_objects(situation: str) -> No
         full.events,
     )
     assert len(json.dumps(slim_job(job))) < len(json.dumps(job)) / 2
+
+
+def test_the_caches_copies_share_their_strings_and_drop_what_nothing_reads() -> None:
+    """A thousand finished Jobs and pods hold one copy of each key, label and reason, not a
+    thousand: two copies made from two separate reads share every short string."""
+    _, _, manifest = started()
+    name = manifest["metadata"]["name"]
+    one, two = (json.loads(json.dumps(job_object(manifest, *COMPLETE))) for _ in range(2))
+    a, b = slim_job(one), slim_job(two)
+    assert a == slim_job(one)
+    for key_a, key_b in zip(a["metadata"]["labels"], b["metadata"]["labels"], strict=True):
+        assert key_a is key_b
+    cond_a, cond_b = a["status"]["conditions"][0], b["status"]["conditions"][0]
+    assert cond_a["type"] is cond_b["type"]
+    assert set(cond_a) <= {"type", "status", "reason", "message"}
+    p = pod(name, "Succeeded", terminated={"exitCode": 0, "reason": "Completed"})
+    p["status"]["containerStatuses"][0].update(imageID="sha256:" + "a" * 64, containerID="c://1")
+    slim = slim_pod(p)["status"]["containerStatuses"][0]
+    assert "imageID" not in slim
+    assert "containerID" not in slim["state"]["terminated"]
+    assert slim["state"]["terminated"]["reason"] == "Completed"
 
 
 def test_a_slim_pod_keeps_how_it_ended_but_not_its_message() -> None:
