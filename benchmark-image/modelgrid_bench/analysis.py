@@ -13,7 +13,11 @@ docs/measurement.md; the choices that matter for a price are:
 * 1 s windows that a sampler gap overlaps are left out of the tier metric and counted;
 * a NaN (not provided) reading is skipped and counted, never allowed to switch a check off;
 * the work-done gate refuses a measurement that does not prove the declared work ran on the
-  measured GPUs (energy above idle per token, utilisation, the engine's processes).
+  measured GPUs (energy above idle per token, utilisation, the engine's processes). Energy
+  above idle must show both in the counter and in instant power: the counter steps about
+  every 100 ms and its knots sit within half a read of where it stepped, so a flat trace can
+  read as a few J above or below idle, far more than the per-token floor; time-weighted
+  instant power of a flat trace is flat however the reads fall.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from modelgrid_bench.stats import (
     sample_weights_s,
     sort_weighted,
     spread,
+    weighted_mean,
     weighted_moments,
     weighted_percentiles,
     window_powers_w,
@@ -695,10 +700,63 @@ def _worst(values: list[_Num | None]) -> _Num | None:
     return min(v for v in values if v is not None)
 
 
-def work_done(ev: Evidence, runs: list[RunMetrics], idle_power_w: float | None) -> WorkDone:
+@dataclass(frozen=True)
+class IdleBaseline:
+    """The idle baseline's average power, from the energy counter and from instant power (W)."""
+
+    power_w: float
+    instant_power_w: float | None
+
+
+def idle_baseline(ev: Evidence, energy: EnergyModel, inst: InstantPower) -> IdleBaseline | None:
+    """Average power over the idle baseline; None when none was measured."""
+    base = ev.timeline.baseline
+    if base is None or base.end_s <= base.start_s:
+        return None
+    p, w = inst.in_window(base.start_s, base.end_s)
+    return IdleBaseline(
+        power_w=energy.between(base.start_s, base.end_s) / (base.end_s - base.start_s),
+        instant_power_w=weighted_mean(p, w) if p.size and float(np.sum(w)) > 0 else None,
+    )
+
+
+def instant_above_idle_j_per_token(run: RunMetrics, idle_instant_w: float | None) -> float | None:
+    """A run's energy above idle per output token from time-weighted instant power alone (J):
+    the run's average instant power less the baseline's, times its duration. None when either
+    is missing or the run produced no tokens."""
+    if idle_instant_w is None or run.instant is None or run.output_tokens <= 0:
+        return None
+    return (run.instant.avg_power_w - idle_instant_w) * run.duration_s / run.output_tokens
+
+
+def _instant_problem(
+    runs: list[RunMetrics], idle_instant_w: float | None, floor_j: float
+) -> str | None:
+    """The instant-power witness of energy above idle, when it fails: missing, or under the
+    floor in the worst run."""
+    per_token = [instant_above_idle_j_per_token(r, idle_instant_w) for r in runs]
+    worst = _worst(per_token)
+    if worst is None:
+        return "instant power was not reported over the idle baseline and every run"
+    if worst < floor_j:
+        return (
+            f"instant power above the idle baseline ({idle_instant_w:.1f} W) is {worst:.4g} J "
+            f"per output token in the worst run (floor {floor_j:g}), whatever the energy "
+            "counter's steps read"
+        )
+    return None
+
+
+def work_done(ev: Evidence, runs: list[RunMetrics], idle: IdleBaseline | None) -> WorkDone:
     """The work-done gate: every run must show energy above the idle baseline per output token,
     GPU utilisation, and (where the engine runs in the benchmark pod) its processes on every
-    measured GPU, each above its floor. The worst run decides; missing figures fail the gate."""
+    measured GPU, each above its floor. The worst run decides; missing figures fail the gate.
+
+    Energy above idle per token must clear its floor both from the energy counter and from
+    time-weighted instant power: the counter's figure is only as good as where its ~100 ms
+    steps fell between reads, which can put a flat trace several J above idle, far above the
+    floor; instant power of a flat trace averages the same over any window."""
+    idle_power_w = idle.power_w if idle is not None else None
     floors = ev.meta.work_floors
     expected = ev.meta.engine_on_gpu
     above = [r.joules_per_token_above_idle for r in runs]
@@ -729,6 +787,12 @@ def work_done(ev: Evidence, runs: list[RunMetrics], idle_power_w: float | None) 
             f"energy above the idle baseline ({idle_power_w:.1f} W) is {jpt_min:.4g} J per "
             f"output token in the worst run (floor {floors.min_joules_per_token_above_idle:g})"
         )
+    elif idle is not None:
+        witness = _instant_problem(
+            runs, idle.instant_power_w, floors.min_joules_per_token_above_idle
+        )
+        if witness is not None:
+            problems.append(witness)
     if util_min is None:
         problems.append("GPU utilisation was not reported during every run")
     elif util_min < floors.min_gpu_util_pct:
@@ -764,7 +828,7 @@ def _measure(
     list[RunMetrics],
     list[FloatArray],
     PooledMetrics | None,
-    float | None,
+    IdleBaseline | None,
     list[float],
     EnergyModel | None,
     Sweep | None,
@@ -778,9 +842,9 @@ def _measure(
         return runs, windows, None, None, per_gpu_avg, None, None
     energy = energy_model(per, ev.meta.sampler.interval_s)
     inst = instant_power(per, energy.integrals)
-    base = ev.timeline.baseline
-    if base is not None and base.end_s > base.start_s:
-        idle_power_w = energy.between(base.start_s, base.end_s) / (base.end_s - base.start_s)
+    idle = idle_baseline(ev, energy, inst)
+    if idle is not None:
+        idle_power_w = idle.power_w
     for run in ev.timeline.runs:
         m, win, sample = _run_metrics(ev, run, energy, inst, idle_power_w)
         runs.append(m)
@@ -805,7 +869,7 @@ def _measure(
         e = sum(single.between(r.window_start_s, r.window_end_s) for r in runs)
         per_gpu_avg.append(e / total_t if total_t > 0 else 0.0)
     pooled = _pooled(ev, runs, windows, samples, idle_power_w)
-    return runs, windows, pooled, idle_power_w, per_gpu_avg, energy, sweep
+    return runs, windows, pooled, idle, per_gpu_avg, energy, sweep
 
 
 def analyze(ev: Evidence) -> BenchmarkResult:
@@ -817,7 +881,7 @@ def analyze(ev: Evidence) -> BenchmarkResult:
         found.flag(Flag.SIMULATED)
     if not meta.power_source.instant_power_field:
         found.flag(Flag.NO_INSTANT_POWER)
-    runs, _, pooled, idle_power_w, per_gpu_avg, energy, sweep = _measure(ev, per)
+    runs, _, pooled, idle, per_gpu_avg, energy, sweep = _measure(ev, per)
     if energy is not None and energy.counter_reset:
         found.flag(Flag.ENERGY_COUNTER_RESET)
     if energy is not None and not energy.from_counter:
@@ -836,7 +900,7 @@ def analyze(ev: Evidence) -> BenchmarkResult:
         found.flag(Flag.NO_INTERVAL, "the tier metric has no confidence interval: runs too short")
     _check_tokens(found, ev)
     _check_contention(found, ev)
-    gate = work_done(ev, runs, idle_power_w)
+    gate = work_done(ev, runs, idle)
     if not gate.passed:
         found.refuse(Reason.NO_LOAD_ON_GPU, gate.message)
 

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from modelgrid_bench.analysis import MAX_EXCLUDED_WINDOW_SHARE, analyze
+from modelgrid_bench.records import Evidence, Trace
 from modelgrid_bench.stats import counter_knots, update_period_s
 from modelgrid_contract.reasons import ExitCode, Reason
 from modelgrid_contract.result import Flag, WorkDoneFloors
@@ -167,6 +168,101 @@ def test_a_flat_replay_is_refused_by_the_cli_and_so_is_its_relabelled_evidence(
     assert relabelled["simulated"] is False
     assert relabelled["refusal"]["reason"] == "NoLoadOnGPU"
     assert "J per output token" in relabelled["refusal"]["message"]
+
+
+#: Read times of the sampler in the priced flat replay: every 25 ms from 4.4 ms.
+_READS_S = 0.0044 + 0.025 * np.arange(141)
+
+
+def _stepped_trace(
+    power_w: float, updates_s: np.ndarray, *, load_w: float | None = None, load_from_s: float = 99.0
+) -> Trace:
+    """A GPU read at `_READS_S` whose energy counter, counting from 4.5 ms (when the replay's
+    phase began), steps at `updates_s` to the energy drawn so far: `power_w`, and `load_w` from
+    `load_from_s` on."""
+    reads_s = _READS_S.copy()
+    load = power_w if load_w is None else load_w
+
+    def drawn_j(t_s: np.ndarray) -> np.ndarray:
+        return power_w * (t_s - 0.0045) + (load - power_w) * np.maximum(t_s - load_from_s, 0.0)
+
+    seen = np.searchsorted(updates_s, reads_s, side="right") - 1
+    energy = 1.0e6 + np.where(seen >= 0, drawn_j(updates_s[np.maximum(seen, 0)]), 0.0)
+    power = np.where(reads_s > load_from_s, load, power_w)
+    nan = np.full(reads_s.size, np.nan)
+    zeros = np.zeros(reads_s.size, dtype=np.int64)
+    return Trace(reads_s, zeros, power, power.copy(), energy, nan, nan.copy())
+
+
+def _replayed_flat(
+    trace: Trace, baseline: tuple[float, float], run: tuple[float, float]
+) -> Evidence:
+    """Evidence of the CLI's flat replay (synthetic backend, 2 requests of 50 tokens, 95 %
+    utilisation during the run) with `trace` for power."""
+    ev = f.evidence(
+        f.constant(75.0),
+        [run],
+        baseline=baseline,
+        run_requests=[f.requests_evenly(*run, 2, ttft_s=0.003, tokens=50)],
+        tel=f.telemetry(
+            3.5, every_s=0.5, util_pct=f.busy_in([run], 95.0), process_count=lambda t: 0
+        ),
+        simulated_backend=True,
+    )
+    return Evidence(ev.meta, ev.timeline, trace, ev.telemetry)
+
+
+#: Where the counter of the priced replay stepped: every 100 ms from 4.5 ms, the first step
+#: 0.2 ms early. That step lands just before a read and the next just after one, so their knots
+#: are 125 ms apart and the 88 ms of baseline before the first knot are extrapolated at 60 W.
+_HEAD_UPDATES_S = np.concatenate(([0.1043], 0.2045 + 0.1 * np.arange(33)))
+#: A counter that steps just before a read around the baseline's start and the run's end, just
+#: after one around the run's start: each knot 12.5 ms off, always the way that inflates the run.
+_JITTER_UPDATES_S = np.concatenate(
+    (0.1043 + 0.1 * np.arange(10), 1.0045 + 0.1 * np.arange(15), 2.5043 + 0.1 * np.arange(10))
+)
+
+
+@pytest.mark.parametrize(
+    ("updates_s", "baseline", "run"),
+    [
+        # the priced CLI run (its evidence.json read idle 71.8 W and +0.053 J per token)
+        (_HEAD_UPDATES_S, (0.0045, 1.0046), (1.0050, 2.9743)),
+        # no extrapolation at all: the knots' placement alone
+        (_JITTER_UPDATES_S, (0.25, 1.25), (1.25, 3.22)),
+    ],
+    ids=["extrapolated-baseline-start", "knot-placement"],
+)
+def test_a_flat_gpu_is_refused_wherever_its_counter_steps_fall(
+    updates_s: np.ndarray, baseline: tuple[float, float], run: tuple[float, float]
+) -> None:
+    ev = _replayed_flat(_stepped_trace(75.0, updates_s), baseline, run)
+    r = analyze(ev)
+    assert r.pooled is not None
+    assert r.pooled.idle_power_w is not None
+    # The counter's figures of a flat 75 W GPU: a baseline read low, so the run reads as work
+    # well above the per-token floor; the old gate priced both cases on these figures.
+    assert r.pooled.idle_power_w < 74.0
+    counter_j_per_token = r.runs[0].joules_per_token_above_idle
+    assert counter_j_per_token is not None
+    assert counter_j_per_token > 5 * ev.meta.work_floors.min_joules_per_token_above_idle
+    assert r.refusal is not None
+    assert r.refusal.reason == Reason.NO_LOAD_ON_GPU
+    assert "instant power above the idle baseline (75.0 W) is 0 J per output token" in (
+        r.refusal.message
+    )
+    assert r.work_done is not None
+    assert not r.work_done.passed
+
+
+def test_load_on_the_same_counter_steps_passes_the_gate() -> None:
+    # The same reads and counter steps with 150 W during the run: both witnesses see ~148 J.
+    trace = _stepped_trace(75.0, _HEAD_UPDATES_S, load_w=150.0, load_from_s=1.0050)
+    r = analyze(_replayed_flat(trace, (0.0045, 1.0046), (1.0050, 2.9743)))
+    assert r.refusal is None, r.refusal
+    assert r.work_done is not None
+    assert r.work_done.passed
+    assert r.runs[0].energy_above_idle_j == pytest.approx(75.0 * 1.97, rel=0.1)
 
 
 # ------------------------------------------------------------------------------ sampler gaps
