@@ -19,6 +19,7 @@ import kopf
 from modelgrid_operator import metrics
 from modelgrid_operator.api import GROUP, MQ_PLURAL, TP_PLURAL, VERSION
 from modelgrid_operator.kube import Kube
+from modelgrid_operator.kubeconfig import Credentials, operator_credentials
 from modelgrid_operator.reconciler import Reconciler
 from modelgrid_operator.resync import needs_resync
 from modelgrid_operator.settings import Settings
@@ -38,6 +39,28 @@ def _reconciler() -> Reconciler:
 
 def _watcher() -> Watcher:
     return _runtime["watcher"]  # type: ignore[no-any-return]
+
+
+def connection_info(creds: Credentials) -> kopf.ConnectionInfo:
+    """kopf's view of the operator's credentials: its watches use the same server and identity
+    as `kube` (and kopf never falls back to importing the kubernetes client to log in)."""
+    token = creds.bearer_token()
+    return kopf.ConnectionInfo(
+        server=creds.server,
+        ca_path=creds.ca_file,
+        insecure=creds.insecure,
+        scheme="Bearer" if token else None,
+        token=token,
+        certificate_path=creds.cert_file,
+        private_key_path=creds.key_file,
+        default_namespace=creds.namespace,
+    )
+
+
+@kopf.on.login()
+def login(**_: Any) -> kopf.ConnectionInfo:
+    # called again by kopf after a 401: a rotated token is read anew
+    return connection_info(operator_credentials())
 
 
 @kopf.on.startup()

@@ -1,5 +1,5 @@
 """An informer-style cache of the operator's own Jobs and pods in the benchmark namespace.
-Does I/O (through `kube`'s API client, the one place that talks to the API).
+Does I/O (through `kube`'s API client, `kubeclient.ApiClient`).
 
 One list, then one watch that resumes from the last resourceVersion it saw (a bookmark
 included): a watch that ends (its server timeout, a dropped connection) picks up where it was,
@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol
 
-from kubernetes import watch
-from kubernetes.client.exceptions import ApiException
+from modelgrid_operator.kubeclient import ApiException, Query
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +25,16 @@ WATCH_TIMEOUT_S = 300
 HTTP_GONE = 410
 
 
+class ListWatch(Protocol):
+    """What an informer needs of the API client: a list and a watch of one path."""
+
+    def get_json(self, path: str, query: Query | None = None) -> Any: ...
+
+    def watch(self, path: str, query: Query) -> Iterator[dict[str, Any]]: ...
+
+
 class Informer:
-    """The objects one list function returns (label-selected), kept current by a watch.
+    """The objects under one API path (label-selected), kept current by a watch.
 
     `on_change(obj)` is called for every object added, changed or deleted (and, after a
     re-list, for every object that differs from what was cached)."""
@@ -35,7 +42,8 @@ class Informer:
     def __init__(
         self,
         kind: str,
-        list_fn: Callable[..., Any],
+        api: ListWatch,
+        path: str,
         label_selector: str,
         on_change: Callable[[dict[str, Any]], None],
     ) -> None:
@@ -43,7 +51,8 @@ class Informer:
         #: what is kept of each object (the fields the operator reads: memory stays flat as
         #: finished Jobs and their pods accumulate); all of it unless set
         self.trim: Callable[[dict[str, Any]], dict[str, Any]] = lambda obj: obj
-        self._list = list_fn
+        self._api = api
+        self._path = path
         self._selector = label_selector
         self._on_change = on_change
         self._objs: dict[str, dict[str, Any]] = {}
@@ -81,8 +90,7 @@ class Informer:
     # -- feeding ------------------------------------------------------------------------------
 
     def _relist(self) -> None:
-        listing = self._list(label_selector=self._selector, _preload_content=False)
-        doc = _json(listing)
+        doc = self._api.get_json(self._path, {"labelSelector": self._selector})
         fresh = {str(o["metadata"]["name"]): self.trim(o) for o in doc.get("items") or []}
         with self._lock:
             old, self._objs = self._objs, fresh
@@ -111,19 +119,22 @@ class Informer:
         self._on_change(obj)
 
     def _watch_once(self) -> None:
-        w = watch.Watch()
-        for event in w.stream(
-            self._list,
-            label_selector=self._selector,
-            resource_version=self._rv,
-            timeout_seconds=WATCH_TIMEOUT_S,
-            allow_watch_bookmarks=True,
-            deserialize=False,
-        ):
-            self._apply(event)
-            if self._stopping is not None and self._stopping.is_set():
-                w.stop()
-                return
+        query = {
+            "labelSelector": self._selector,
+            "resourceVersion": self._rv,
+            "timeoutSeconds": WATCH_TIMEOUT_S,
+            "allowWatchBookmarks": True,
+        }
+        events = self._api.watch(self._path, query)
+        try:
+            for event in events:
+                self._apply(event)
+                if self._stopping is not None and self._stopping.is_set():
+                    return
+        finally:
+            close = getattr(events, "close", None)
+            if close is not None:
+                close()  # gives the connection back
 
     _stopping: threading.Event | None = None
 
@@ -146,15 +157,3 @@ class Informer:
                 if not stop.is_set():
                     log.warning("%s watch restarted after: %s", self.kind, exc)
                     stop.wait(1.0)
-
-
-def _json(resp: Any) -> dict[str, Any]:
-    """The body of an unparsed response (`_preload_content=False`)."""
-    import json
-
-    try:
-        data = resp.data
-    finally:
-        resp.release_conn()
-    out: dict[str, Any] = json.loads(data)
-    return out

@@ -1,15 +1,13 @@
 """The one module that talks to the Kubernetes API (kopf's own watches aside). Does I/O.
 
-Thin wrappers over the kubernetes client with the operator's conventions: objects as plain
-dicts, 404 as None, 409 on create as "already there" (so a restarted operator adopts the Job it
-made instead of duplicating it), status written through the status subresource only.
+Thin wrappers over the operator's HTTP client (`kubeclient`) with its conventions: objects as
+plain JSON dicts, 404 as None, 409 on create as "already there" (so a restarted operator adopts
+the Job it made instead of duplicating it), status written through the status subresource only.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import functools
-import json
 import logging
 import threading
 import time
@@ -17,8 +15,6 @@ from collections.abc import Callable, Iterator
 from typing import Any, cast
 
 import urllib3
-from kubernetes import client
-from kubernetes.client.exceptions import ApiException
 
 from modelgrid_contract.progress import TAIL_LINES, Progress, parse_progress
 from modelgrid_operator.api import GROUP, MQ_PLURAL, TP_PLURAL, VERSION
@@ -32,10 +28,14 @@ from modelgrid_operator.jobs import (
     qualification_of,
 )
 from modelgrid_operator.kubeclient import (
+    MERGE_PATCH,
+    ApiClient,
+    ApiException,
     JobRefused,
     api_message,
     benchmark_access,
     operator_client,
+    path_of,
 )
 from modelgrid_operator.outcome import event_body
 from modelgrid_operator.podstate import occupies_slot, owned_by_job, slim_job, slim_pod
@@ -49,12 +49,27 @@ PVC_MEMO_LIMIT = 1024
 METADATA_ONLY = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
 
 
+def _jobs(namespace: str) -> str:
+    return f"/apis/batch/v1/namespaces/{path_of(namespace)}/jobs"
+
+
+def _core(namespace: str, plural: str) -> str:
+    return f"/api/v1/namespaces/{path_of(namespace)}/{plural}"
+
+
+def _ours(plural: str, namespace: str | None = None) -> str:
+    """Our resource's collection: cluster-wide, or one namespace's."""
+    where = "" if namespace is None else f"namespaces/{path_of(namespace)}/"
+    return f"/apis/{GROUP}/{VERSION}/{where}{plural}"
+
+
+def _items(listing: Any) -> list[dict[str, Any]]:
+    return list((listing or {}).get("items") or [])
+
+
 class Kube:
-    def __init__(self, api: client.ApiClient | None = None) -> None:
+    def __init__(self, api: ApiClient | None = None) -> None:
         self.api = operator_client() if api is None else api
-        self.core = client.CoreV1Api(api)
-        self.batch = client.BatchV1Api(api)
-        self.custom = client.CustomObjectsApi(api)
         #: the benchmark namespace's Jobs and pods of ours, once `start_cache` synced them
         self._cache_ns: str | None = None
         self._jobs: Informer | None = None
@@ -76,21 +91,14 @@ class Kube:
         `on_change` for each change, until `stop`. Reads fall back to the API until both are
         synced (or if they never are: a forbidden namespace is reported by those reads)."""
         ours = f"{LABEL_MANAGED}={MANAGED_BY}"
-        self._jobs = Informer(
-            "jobs", functools.partial(self.batch.list_namespaced_job, namespace), ours, on_change
-        )
+        self._jobs = Informer("jobs", self.api, _jobs(namespace), ours, on_change)
         self._jobs.trim = slim_job
-        self._pods = Informer(
-            "pods", functools.partial(self.core.list_namespaced_pod, namespace), ours, on_change
-        )
+        self._pods = Informer("pods", self.api, _core(namespace, "pods"), ours, on_change)
         self._pods.trim = slim_pod
         # TierPolicies are few and read by every reconcile: cached as well (a reconcile that
         # finds none in the cache asks the API before it reports one missing); their changes
         # reach the qualifications through kopf's handler, which sees spec changes only
-        policies = functools.partial(
-            self.custom.list_cluster_custom_object, GROUP, VERSION, TP_PLURAL
-        )
-        self._policies = Informer("tierpolicies", policies, "", lambda _obj: None)
+        self._policies = Informer("tierpolicies", self.api, _ours(TP_PLURAL), "", lambda _obj: None)
         self._cache_ns = namespace
         informers = (self._jobs, self._pods, self._policies)
         for inf in informers:
@@ -107,52 +115,34 @@ class Kube:
             return None
         return jobs, pods
 
-    def _dict(self, obj: Any) -> dict[str, Any]:
-        out: dict[str, Any] = self.api.sanitize_for_serialization(obj)
-        return out
-
-    # -- qualifications and policies -------------------------------------------------------
-
-    def get_qualification(self, namespace: str, name: str) -> dict[str, Any] | None:
+    def _get(self, path: str) -> dict[str, Any] | None:
+        """The object at `path`, None when there is none (404)."""
         try:
-            obj = cast(
-                dict[str, Any],
-                self.custom.get_namespaced_custom_object(
-                    GROUP, VERSION, namespace, MQ_PLURAL, name
-                ),
-            )
+            return cast(dict[str, Any], self.api.get_json(path))
         except ApiException as exc:
             if exc.status == 404:
                 return None
             raise
-        return obj
+
+    # -- qualifications and policies -------------------------------------------------------
+
+    def get_qualification(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self._get(f"{_ours(MQ_PLURAL, namespace)}/{path_of(name)}")
 
     def list_qualifications(
         self, namespace: str | None = None, label_selector: str = ""
     ) -> list[dict[str, Any]]:
         """Every qualification (in `namespace`, or all; matching `label_selector`)."""
-        if namespace is None:
-            listing = self.custom.list_cluster_custom_object(
-                GROUP, VERSION, MQ_PLURAL, label_selector=label_selector
-            )
-        else:
-            listing = self.custom.list_namespaced_custom_object(
-                GROUP, VERSION, namespace, MQ_PLURAL, label_selector=label_selector
-            )
-        return list(cast(dict[str, Any], listing)["items"])
+        listing = self.api.get_json(_ours(MQ_PLURAL, namespace), {"labelSelector": label_selector})
+        return _items(listing)
 
     def qualification_pages(self, page: int = 100) -> Iterator[list[dict[str, Any]]]:
         """Every qualification, `page` at a time (a list in chunks: a fleet's statuses are
         never all in memory at once)."""
         token: str | None = None
         while True:
-            listing = cast(
-                dict[str, Any],
-                self.custom.list_cluster_custom_object(
-                    GROUP, VERSION, MQ_PLURAL, limit=page, _continue=token
-                ),
-            )
-            yield list(listing.get("items") or [])
+            listing = self.api.get_json(_ours(MQ_PLURAL), {"limit": page, "continue": token})
+            yield _items(listing)
             token = (listing.get("metadata") or {}).get("continue") or None
             if not token:
                 return
@@ -160,13 +150,7 @@ class Kube:
     def qualification_keys(self) -> set[tuple[str, str, str]]:
         """(namespace, name, uid) of every qualification, from a metadata-only list (the
         orphan sweep's: a few hundred bytes an object, not its whole status)."""
-        resp: Any = self.custom.list_cluster_custom_object(
-            GROUP, VERSION, MQ_PLURAL, _preload_content=False, _headers={"Accept": METADATA_ONLY}
-        )
-        try:
-            doc = json.loads(resp.data)
-        finally:
-            resp.release_conn()
+        doc = self.api.get_json(_ours(MQ_PLURAL), accept=METADATA_ONLY)
         return {
             (str(m["namespace"]), str(m["name"]), str(m["uid"]))
             for m in (item.get("metadata") or {} for item in doc.get("items") or [])
@@ -177,8 +161,11 @@ class Kube:
     ) -> dict[str, Any] | None:
         """Merge-patch the status subresource; the object as written, None when it is gone."""
         try:
-            written = self.custom.patch_namespaced_custom_object_status(
-                GROUP, VERSION, namespace, MQ_PLURAL, name, {"status": status}
+            written = self.api.send_json(
+                "PATCH",
+                f"{_ours(MQ_PLURAL, namespace)}/{path_of(name)}/status",
+                {"status": status},
+                content_type=MERGE_PATCH,
             )
         except ApiException as exc:
             if exc.status != 404:  # deleted meanwhile: nothing to report on
@@ -192,40 +179,25 @@ class Kube:
             found = cached.get(name)
             if found is not None:
                 return found
-        try:
-            obj = cast(
-                dict[str, Any],
-                self.custom.get_cluster_custom_object(GROUP, VERSION, TP_PLURAL, name),
-            )
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
-        return obj
+        return self._get(f"{_ours(TP_PLURAL)}/{path_of(name)}")
 
     def list_policies(self) -> list[dict[str, Any]]:
         """Every TierPolicy (cluster-scoped)."""
         cached = self._policies
         if cached is not None and cached.synced.is_set():
             return cached.items()
-        listing = self.custom.list_cluster_custom_object(GROUP, VERSION, TP_PLURAL)
-        return list(cast(dict[str, Any], listing)["items"])
+        return _items(self.api.get_json(_ours(TP_PLURAL)))
 
     # -- jobs and pods ---------------------------------------------------------------------
 
     def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
-        try:
-            return self._dict(self.batch.read_namespaced_job(name, namespace))
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
+        return self._get(f"{_jobs(namespace)}/{path_of(name)}")
 
     def create_job(self, namespace: str, manifest: dict[str, Any]) -> dict[str, Any]:
         """Create the Job, or adopt the one of that name if it is this qualification's own
         (a restart); a Job of that name made for another qualification is refused (409)."""
         try:
-            created = self._dict(self.batch.create_namespaced_job(namespace, manifest))
+            created = cast(dict[str, Any], self.api.send_json("POST", _jobs(namespace), manifest))
         except ApiException as exc:
             if exc.status in (400, 403, 404, 422):
                 raise JobRefused(int(exc.status), api_message(exc)) from exc
@@ -249,7 +221,9 @@ class Kube:
     def delete_job(self, namespace: str, name: str) -> None:
         """Delete a Job and, in the background, its pods; gone already is fine."""
         try:
-            self.batch.delete_namespaced_job(name, namespace, propagation_policy="Background")
+            self.api.send_json(
+                "DELETE", f"{_jobs(namespace)}/{path_of(name)}", {"propagationPolicy": "Background"}
+            )
         except ApiException as exc:
             if exc.status != 404:
                 raise
@@ -268,8 +242,7 @@ class Kube:
             ]
         with benchmark_access("listing benchmark Jobs"):
             selector = f"{LABEL_MANAGED}={MANAGED_BY},{LABEL_QUALIFICATION}={qualification_uid}"
-            jobs = self.batch.list_namespaced_job(namespace, label_selector=selector).items
-            return [self._dict(j) for j in jobs]
+            return _items(self.api.get_json(_jobs(namespace), {"labelSelector": selector}))
 
     def pods_of_job(self, job: dict[str, Any], *, whole: bool = False) -> list[dict[str, Any]]:
         """The pods the Job controller made for this Job: selected by the controller-uid label
@@ -287,10 +260,12 @@ class Kube:
             ]
         else:
             with benchmark_access("listing benchmark pods"):
-                found = self.core.list_namespaced_pod(
-                    meta["namespace"], label_selector=f"{LABEL_CONTROLLER_UID}={uid}"
-                ).items
-            pods = [self._dict(p) for p in found]
+                pods = _items(
+                    self.api.get_json(
+                        _core(meta["namespace"], "pods"),
+                        {"labelSelector": f"{LABEL_CONTROLLER_UID}={uid}"},
+                    )
+                )
         return [p for p in pods if owned_by_job(p, uid)]
 
     def progress_of(self, pod: dict[str, Any]) -> Progress | None:
@@ -298,13 +273,16 @@ class Kube:
         None when there is none or the log cannot be read (progress only informs status)."""
         meta = pod.get("metadata") or {}
         try:
-            text = self.core.read_namespaced_pod_log(
-                meta["name"], meta["namespace"], container=CONTAINER, tail_lines=TAIL_LINES
+            raw = self.api.request(
+                "GET",
+                f"{_core(meta['namespace'], 'pods')}/{path_of(meta['name'])}/log",
+                query={"container": CONTAINER, "tailLines": TAIL_LINES},
+                accept="*/*",  # the apiserver answers text/plain but refuses to be asked for it
             )
         except (ApiException, urllib3.exceptions.HTTPError) as exc:
             log.debug("no log of %s/%s: %s", meta.get("namespace"), meta.get("name"), exc)
             return None
-        return parse_progress(text if isinstance(text, str) else "")
+        return parse_progress(raw.decode(errors="replace"))
 
     def running_benchmark_owners(self, namespace: str) -> list[tuple[str, str]]:
         """(namespace, name) of the qualifications whose benchmark pods are running now."""
@@ -315,12 +293,15 @@ class Kube:
             ]
         else:
             with benchmark_access("listing running benchmark pods"):
-                found = self.core.list_namespaced_pod(
-                    namespace,
-                    label_selector=f"{LABEL_MANAGED}={MANAGED_BY}",
-                    field_selector="status.phase=Running",
-                ).items
-            running = [self._dict(p) for p in found]
+                running = _items(
+                    self.api.get_json(
+                        _core(namespace, "pods"),
+                        {
+                            "labelSelector": f"{LABEL_MANAGED}={MANAGED_BY}",
+                            "fieldSelector": "status.phase=Running",
+                        },
+                    )
+                )
         owners = []
         for pod in running:
             owner = qualification_of(pod)
@@ -334,10 +315,8 @@ class Kube:
         if cache is not None:
             return cache[0].items()
         with benchmark_access("listing benchmark Jobs"):
-            jobs = self.batch.list_namespaced_job(
-                namespace, label_selector=f"{LABEL_MANAGED}={MANAGED_BY}"
-            ).items
-            return [self._dict(j) for j in jobs]
+            selector = f"{LABEL_MANAGED}={MANAGED_BY}"
+            return _items(self.api.get_json(_jobs(namespace), {"labelSelector": selector}))
 
     def get_pvc(self, namespace: str, name: str) -> dict[str, Any] | None:
         """A claim in the benchmark namespace, read at most every `PVC_FRESH_S` (a burst of
@@ -348,14 +327,7 @@ class Kube:
         if seen is not None and now - seen[0] < PVC_FRESH_S:
             return seen[1]
         with benchmark_access("reading a model volume"):
-            try:
-                found: dict[str, Any] | None = self._dict(
-                    self.core.read_namespaced_persistent_volume_claim(name, namespace)
-                )
-            except ApiException as exc:
-                if exc.status != 404:
-                    raise
-                found = None
+            found = self._get(f"{_core(namespace, 'persistentvolumeclaims')}/{path_of(name)}")
         if len(self._pvcs) > PVC_MEMO_LIMIT:
             self._pvcs.clear()
         self._pvcs[(namespace, name)] = (now, found)
@@ -372,6 +344,6 @@ class Kube:
         meta = obj["metadata"]
         body = event_body(obj, event_type, reason, message, dt.datetime.now(dt.UTC))
         try:
-            self.core.create_namespaced_event(meta["namespace"], body)
+            self.api.send_json("POST", _core(meta["namespace"], "events"), body)
         except ApiException as exc:  # an event is worth a log line, never a failed reconcile
             log.warning("cannot post event %s on %s: %s", reason, meta["name"], exc.reason)

@@ -1,39 +1,21 @@
 """The cache of our Jobs and pods: one list, then watches resumed from the last
 resourceVersion (no replay), a re-list only on 410 Gone, write-through of what we create.
-The API is scripted at the list function (what `kube` hands the informer). No cluster."""
+The API is scripted at the client (its list and watch of one path). No cluster."""
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from kubernetes.client.exceptions import ApiException
 
 from modelgrid_operator.informer import Informer
+from modelgrid_operator.kubeclient import ApiException
 
 
 def _job(name: str, rv: int, **labels: str) -> dict[str, Any]:
     return {"metadata": {"name": name, "resourceVersion": str(rv), "labels": labels}}
-
-
-class _Resp:
-    """An unparsed response: a list body, or a watch stream of JSON lines."""
-
-    def __init__(self, body: bytes = b"", lines: list[dict[str, Any]] | None = None) -> None:
-        self.data = body
-        self._lines = lines or []
-        self.status = 200
-
-    def stream(self, amt: Any = None, decode_content: bool = False) -> Iterator[bytes]:
-        for line in self._lines:
-            yield (json.dumps(line) + "\n").encode()
-
-    def close(self) -> None: ...
-
-    def release_conn(self) -> None: ...
 
 
 class _Api:
@@ -44,27 +26,44 @@ class _Api:
         self.items, self.rv, self.watches = items, rv, watches
         self.lists = 0
         self.watched_from: list[str | None] = []
+        self.paths: set[str] = set()
+        self.closed = 0
         self.done = threading.Event()
 
-    def __call__(self, **kwargs: Any) -> _Resp:
-        if kwargs.get("watch"):
-            self.watched_from.append(kwargs.get("resource_version"))
-            if not self.watches:
-                self.done.set()
-                threading.Event().wait(0.05)
-                return _Resp(lines=[])
-            step = self.watches.pop(0)
-            if isinstance(step, Exception):
-                raise step
-            return _Resp(lines=step)
+    def get_json(self, path: str, query: Any = None) -> Any:
+        self.paths.add(path)
         self.lists += 1
-        body = {"metadata": {"resourceVersion": str(self.rv)}, "items": self.items}
-        return _Resp(body=json.dumps(body).encode())
+        return {"metadata": {"resourceVersion": str(self.rv)}, "items": self.items}
+
+    def watch(self, path: str, query: Any) -> Iterator[dict[str, Any]]:
+        self.paths.add(path)
+        assert query["allowWatchBookmarks"] is True
+        self.watched_from.append(query.get("resourceVersion"))
+        if not self.watches:
+            self.done.set()
+            threading.Event().wait(0.05)
+            return iter([])
+        step = self.watches.pop(0)
+        if isinstance(step, Exception):
+            raise step
+        return self._events(step)
+
+    def _events(self, events: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        try:
+            yield from events
+        finally:
+            self.closed += 1
 
 
 def _run(api: _Api) -> tuple[Informer, list[dict[str, Any]]]:
     seen: list[dict[str, Any]] = []
-    inf = Informer("jobs", api, "app.kubernetes.io/managed-by=modelgrid-operator", seen.append)
+    inf = Informer(
+        "jobs",
+        api,
+        "/apis/batch/v1/namespaces/b/jobs",
+        "app.kubernetes.io/managed-by=x",
+        seen.append,
+    )
     stop = threading.Event()
     t = threading.Thread(target=inf.run, args=(stop,), daemon=True)
     t.start()
@@ -94,6 +93,8 @@ def test_watches_resume_from_the_last_version_without_listing_again() -> None:
     assert {o["metadata"]["name"] for o in inf.items()} == {"a"}
     assert inf.get("a")["metadata"]["resourceVersion"] == "12"  # type: ignore[index]
     assert [o["metadata"]["name"] for o in seen] == ["a", "b", "a", "b"]
+    assert api.paths == {"/apis/batch/v1/namespaces/b/jobs"}
+    assert api.closed == 3  # every watch's connection given back
 
 
 @pytest.mark.timeout(60)
@@ -123,7 +124,7 @@ def test_other_failures_resume_from_where_they_were() -> None:
 
 
 def test_what_we_create_is_cached_before_its_event() -> None:
-    inf = Informer("jobs", _Api([], 1, []), "", lambda o: None)
+    inf = Informer("jobs", _Api([], 1, []), "/jobs", "", lambda o: None)
     inf.put(_job("mine", 3))
     assert inf.get("mine") is not None
     inf.forget("mine")
