@@ -44,16 +44,18 @@ def _watcher() -> Watcher:
 def connection_info(creds: Credentials) -> kopf.ConnectionInfo:
     """kopf's view of the operator's credentials: its watches use the same server and identity
     as `kube` (and kopf never falls back to importing the kubernetes client to log in)."""
-    token = creds.bearer_token()
+    token, (cert, key) = creds.current()
     return kopf.ConnectionInfo(
         server=creds.server,
         ca_path=creds.ca_file,
         insecure=creds.insecure,
         scheme="Bearer" if token else None,
         token=token,
-        certificate_path=creds.cert_file,
-        private_key_path=creds.key_file,
+        certificate_path=cert,
+        private_key_path=key,
         default_namespace=creds.namespace,
+        # an exec plugin's credential: kopf logs in again before it expires
+        expiration=creds.expires_at(),
     )
 
 

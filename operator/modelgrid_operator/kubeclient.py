@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import ssl
 import threading
 import urllib.parse
@@ -22,6 +23,8 @@ import urllib3
 
 from modelgrid_operator.kubeconfig import Credentials, KubeconfigError, from_kubeconfig
 from modelgrid_operator.kubeconfig import operator_credentials as _operator_credentials
+
+log = logging.getLogger(__name__)
 
 #: Connections the operator's client keeps: kopf's handler threads, the reconcile pool, the
 #: resync, the sweeps and the long-running watches each hold one at a time.
@@ -39,10 +42,21 @@ HTTP_UNAUTHORIZED = 401
 #: server saw nothing), and so is a 429 (the apiserver's "storage is (re)initializing" and its
 #: priority-and-fairness refusals: not processed, with a Retry-After of a second or so),
 #: as client-go does; nothing else, so a slow answer is never sent twice.
-_RETRIES = urllib3.Retry(
+#: A Retry-After longer than this is cut to it (a request thread is not parked for long).
+RETRY_AFTER_MAX_S = 10.0
+
+
+class _Retry(urllib3.Retry):
+    def get_retry_after(self, response: urllib3.BaseHTTPResponse) -> float | None:
+        after = super().get_retry_after(response)
+        return None if after is None else min(after, RETRY_AFTER_MAX_S)
+
+
+_RETRIES = _Retry(
     total=5,
     connect=3,
     read=0,
+    other=0,  # e.g. a TLS error while reading the answer: the request may have been processed
     redirect=0,
     status=3,
     status_forcelist=(429,),
@@ -89,6 +103,10 @@ class ApiClient:
         self._lock = threading.Lock()
         self._pool: urllib3.PoolManager | None = None
         self._pool_identity: tuple[str | None, str | None] | None = None
+        if credentials.insecure:
+            log.warning(
+                "TLS verification is off for %s (insecure-skip-tls-verify)", credentials.server
+            )
 
     # -- requests -------------------------------------------------------------------------
 
@@ -137,8 +155,8 @@ class ApiClient:
                     )
                 yield event
         finally:
+            resp.close()  # a watch left unread is not given back to the pool
             resp.release_conn()
-            resp.close()
 
     def close(self) -> None:
         with self._lock:
@@ -168,10 +186,10 @@ class ApiClient:
             headers = {"Accept": accept, "User-Agent": "modelgrid-operator"}
             if data is not None:
                 headers["Content-Type"] = content_type
-            token = self.credentials.bearer_token()
+            token, identity = self.credentials.current()
             if token:
                 headers["Authorization"] = f"Bearer {token}"
-            resp = self._pool_manager().request(
+            resp = self._pool_manager(identity).request(
                 method,
                 url,
                 body=data,
@@ -190,31 +208,37 @@ class ApiClient:
             raise ApiException(resp.status, str(resp.reason or ""), text)
         raise AssertionError("unreachable")
 
-    def _pool_manager(self) -> urllib3.PoolManager:
-        creds = self.credentials
-        identity = (creds.cert_file, creds.key_file)
+    def _pool_manager(self, identity: tuple[str | None, str | None]) -> urllib3.PoolManager:
+        """The pool for this client certificate (a renewed one gets a new pool)."""
         with self._lock:
             if self._pool is None or self._pool_identity != identity:
+                if self._pool is not None:
+                    self._pool.clear()
+                extra: dict[str, Any] = {}
+                if self.credentials.tls_server_name:
+                    extra["server_hostname"] = self.credentials.tls_server_name
                 self._pool = urllib3.PoolManager(
-                    num_pools=2, maxsize=self._pool_size, ssl_context=_tls(creds)
+                    num_pools=2,
+                    maxsize=self._pool_size,
+                    ssl_context=_tls(self.credentials, identity),
+                    **extra,
                 )
                 self._pool_identity = identity
             return self._pool
 
 
-def _tls(creds: Credentials) -> ssl.SSLContext:
-    """The TLS settings of `creds`: its CA (else the system's), its client certificate."""
+def _tls(creds: Credentials, identity: tuple[str | None, str | None]) -> ssl.SSLContext:
+    """The TLS settings of `creds`: its CA (else the system's), the client certificate."""
     ctx = ssl.create_default_context(cafile=creds.ca_file)
     if creds.insecure:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
-    if creds.cert_file and creds.key_file:
+    cert, key = identity
+    if cert and key:
         try:
-            ctx.load_cert_chain(creds.cert_file, creds.key_file)
+            ctx.load_cert_chain(cert, key)
         except (OSError, ssl.SSLError) as exc:
-            raise KubeconfigError(
-                f"cannot use the client certificate {creds.cert_file}: {exc}"
-            ) from exc
+            raise KubeconfigError(f"cannot use the client certificate {cert}: {exc}") from exc
     return ctx
 
 
@@ -271,7 +295,8 @@ def api_message(exc: ApiException) -> str:
     except (TypeError, ValueError):
         body = {}
     text = body.get("message") if isinstance(body, dict) else None
-    return str(text or exc.reason or "refused")
+    # an admission webhook's denial may span lines: a person reads one
+    return " ".join(str(text or exc.reason or "refused").split())
 
 
 class ApiError(Exception):

@@ -8,7 +8,7 @@ the operator's memory), so this reads what an operator and a command line meet: 
 ServiceAccount (its token re-read as the kubelet rotates it), and kubeconfig clusters with a
 CA file or data or insecure-skip-tls-verify, users with a token or token file, client
 certificate and key (files or data), or an exec plugin (client.authentication.k8s.io, as cloud
-providers' kubeconfigs use). Anything else is a one-line `KubeconfigError`.
+providers' kubeconfigs use; run by `kubeexec`). Anything else is a one-line `KubeconfigError`.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from __future__ import annotations
 import atexit
 import base64
 import contextlib
+import dataclasses
 import datetime as dt
-import json
+import hashlib
 import os
-import subprocess
 import tempfile
 import threading
 import time
@@ -29,29 +29,24 @@ from typing import Any
 
 import yaml
 
+from modelgrid_operator.kubeexec import ExecPlugin, KubeconfigError, expiry, run_exec_plugin
+
+__all__ = [
+    "Credentials",
+    "ExecPlugin",
+    "KubeconfigError",
+    "from_kubeconfig",
+    "in_cluster",
+    "kubeconfig_paths",
+    "operator_credentials",
+    "run_exec_plugin",
+]
+
 #: Where the kubelet mounts a pod's ServiceAccount token, CA and namespace.
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 #: A token file is read again after this long (the kubelet rotates bound tokens well before
 #: they expire; re-reading on every request would be a file read per request).
 TOKEN_FILE_FRESH_S = 30.0
-#: An exec plugin's credential is renewed this long before it says it expires.
-EXEC_RENEW_MARGIN_S = 60.0
-EXEC_TIMEOUT_S = 60.0
-
-
-class KubeconfigError(Exception):
-    """No usable kubeconfig, context or in-cluster account (one line, for a person)."""
-
-
-@dataclass(frozen=True)
-class ExecPlugin:
-    """A kubeconfig user's `exec`: a command that prints an ExecCredential."""
-
-    command: str
-    args: tuple[str, ...] = ()
-    env: tuple[tuple[str, str], ...] = ()
-    api_version: str = "client.authentication.k8s.io/v1"
-    workdir: str | None = None
 
 
 @dataclass
@@ -68,46 +63,57 @@ class Credentials:
     token: str | None = None
     token_file: str | None = None
     exec_plugin: ExecPlugin | None = None
+    #: the name the server's certificate is checked against, when not the server's host
+    tls_server_name: str | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
     _token_read_at: float = field(default=-1e9, repr=False, compare=False)
-    _token_expires_at: float = field(default=0.0, repr=False, compare=False)
+    #: when the exec plugin's credential is to be renewed (monotonic; 0: never run yet)
+    _renew_at: float = field(default=0.0, repr=False, compare=False)
+    _expires_at: dt.datetime | None = field(default=None, repr=False, compare=False)
 
-    def bearer_token(self) -> str | None:
-        """The token to send now: a fixed one, a token file's (re-read every
-        `TOKEN_FILE_FRESH_S`), or an exec plugin's (run again shortly before it expires)."""
+    def current(self) -> tuple[str | None, tuple[str | None, str | None]]:
+        """The token and the client certificate and key to use now, consistent with each
+        other: a fixed token, a token file's (re-read every `TOKEN_FILE_FRESH_S`), or an exec
+        plugin's (run again shortly before its credential expires; one run at a time)."""
         if self.token_file is None and self.exec_plugin is None:
-            return self.token
+            return self.token, (self.cert_file, self.key_file)
         with self._lock:
             now = time.monotonic()
             if self.token_file is not None and now - self._token_read_at >= TOKEN_FILE_FRESH_S:
                 self.token = _read_text(self.token_file, "token file").strip()
                 self._token_read_at = now
-            elif self.exec_plugin is not None and (
-                self.token is None or now >= self._token_expires_at
-            ):
+            elif self.exec_plugin is not None and now >= self._renew_at:
                 self._run_exec(now)
-            return self.token
+            return self.token, (self.cert_file, self.key_file)
+
+    def bearer_token(self) -> str | None:
+        """The token to send now (see `current`)."""
+        return self.current()[0]
+
+    def expires_at(self) -> dt.datetime | None:
+        """When the exec plugin said its credential expires (None: it did not, or no plugin)."""
+        return self._expires_at
 
     def renew(self) -> None:
         """Forget the current token (the server answered 401): the next request reads anew."""
         with self._lock:
             self._token_read_at = -1e9
-            self._token_expires_at = 0.0
+            self._renew_at = 0.0
 
     def _run_exec(self, now: float) -> None:
         plugin = self.exec_plugin
         assert plugin is not None
         status = run_exec_plugin(plugin)
         token = status.get("token")
-        if token:
-            self.token = str(token)
         cert, key = status.get("clientCertificateData"), status.get("clientKeyData")
+        if not token and not (cert and key):
+            raise KubeconfigError(f"the exec plugin {plugin.command} gave no token or certificate")
+        self.token = str(token) if token else None
         if cert and key:
             self.cert_file = _private_file(str(cert).encode(), "exec-cert")
             self.key_file = _private_file(str(key).encode(), "exec-key")
-        if not token and not (cert and key):
-            raise KubeconfigError(f"the exec plugin {plugin.command} gave no token or certificate")
-        self._token_expires_at = now + _seconds_left(status.get("expirationTimestamp"))
+        left, self._expires_at = expiry(status.get("expirationTimestamp"))
+        self._renew_at = now + left
 
 
 def in_cluster(sa_dir: Path = SERVICE_ACCOUNT_DIR) -> Credentials | None:
@@ -122,6 +128,7 @@ def in_cluster(sa_dir: Path = SERVICE_ACCOUNT_DIR) -> Credentials | None:
     namespace_file = sa_dir / "namespace"
     namespace = namespace_file.read_text().strip() if namespace_file.is_file() else "default"
     ca = sa_dir / "ca.crt"
+    # a ServiceAccount token is renewed by the kubelet, not by us: no exec, no expiry
     return Credentials(
         server=f"https://{host}:{port}",
         namespace=namespace or "default",
@@ -195,18 +202,35 @@ class _Merged:
             raise KubeconfigError(f"the kubeconfig {where} sets no current context")
         ctx, _ = self._entry("contexts", name, where)
         cluster, cluster_file = self._entry("clusters", str(ctx.get("cluster") or ""), where)
-        user, user_file = self._entry("users", str(ctx.get("user") or ""), where)
-        server = str(cluster.get("server") or "").rstrip("/")
-        if not server.startswith(("https://", "http://")):
-            raise KubeconfigError(f"context {name!r}: the cluster has no https:// server")
-        creds = Credentials(
-            server=server,
-            namespace=str(ctx.get("namespace") or "default"),
-            ca_file=_file_or_data(cluster, "certificate-authority", cluster_file, "ca"),
-            insecure=bool(cluster.get("insecure-skip-tls-verify")),
-        )
-        _set_user(creds, user, user_file, name)
+        creds = _cluster(cluster, cluster_file, name)
+        creds.namespace = str(ctx.get("namespace") or "default")
+        if ctx.get("user"):  # a context without a user is anonymous (kubectl's reading)
+            user, user_file = self._entry("users", str(ctx["user"]), where)
+            _set_user(creds, user, user_file, name)
+            if creds.exec_plugin is not None and user["exec"].get("provideClusterInfo"):
+                creds.exec_plugin = _with_cluster_info(creds.exec_plugin, cluster, user_file)
         return creds
+
+
+def _cluster(cluster: dict[str, Any], base: Path, context: str) -> Credentials:
+    """The server and TLS settings of a kubeconfig cluster entry."""
+    server = str(cluster.get("server") or "").rstrip("/")
+    if not server.startswith(("https://", "http://")):
+        raise KubeconfigError(f"context {context!r}: the cluster has no https:// server")
+    if cluster.get("proxy-url"):
+        raise KubeconfigError(f"context {context!r}: proxy-url is not supported")
+    creds = Credentials(
+        server=server,
+        ca_file=_file_or_data(cluster, "certificate-authority", base, "ca"),
+        insecure=bool(cluster.get("insecure-skip-tls-verify")),
+        tls_server_name=str(cluster["tls-server-name"]) if cluster.get("tls-server-name") else None,
+    )
+    if creds.insecure and creds.ca_file:  # client-go's rule too
+        raise KubeconfigError(
+            f"context {context!r}: a certificate authority and insecure-skip-tls-verify "
+            "exclude each other"
+        )
+    return creds
 
 
 def _set_user(creds: Credentials, user: dict[str, Any], base: Path, context: str) -> None:
@@ -234,7 +258,7 @@ def _exec_plugin(spec: dict[str, Any], base: Path, context: str) -> ExecPlugin:
     if not command:
         raise KubeconfigError(f"context {context!r}: the exec plugin names no command")
     if "/" in command and not command.startswith("/"):
-        command = str(_relative(base, command))
+        command = str(_relative(base, command))  # a bare name is looked up on PATH
     env = tuple(
         (str(e.get("name")), str(e.get("value") or ""))
         for e in spec.get("env") or []
@@ -245,53 +269,25 @@ def _exec_plugin(spec: dict[str, Any], base: Path, context: str) -> ExecPlugin:
         args=tuple(str(a) for a in spec.get("args") or []),
         env=env,
         api_version=str(spec.get("apiVersion") or "client.authentication.k8s.io/v1"),
-        workdir=str(base.parent),
     )
 
 
-def run_exec_plugin(plugin: ExecPlugin) -> dict[str, Any]:
-    """Run the plugin as kubectl does (KUBERNETES_EXEC_INFO set) and return its status."""
-    info = {"apiVersion": plugin.api_version, "kind": "ExecCredential", "spec": {}}
-    env = {**os.environ, **dict(plugin.env), "KUBERNETES_EXEC_INFO": json.dumps(info)}
-    try:
-        done = subprocess.run(
-            [plugin.command, *plugin.args],
-            env=env,
-            cwd=plugin.workdir,
-            capture_output=True,
-            timeout=EXEC_TIMEOUT_S,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise KubeconfigError(f"the exec plugin {plugin.command} did not run: {exc}") from exc
-    if done.returncode != 0:
-        last = (done.stderr.decode(errors="replace").strip().splitlines() or ["no message"])[-1]
-        raise KubeconfigError(
-            f"the exec plugin {plugin.command} failed ({done.returncode}): {last}"
-        )
-    try:
-        doc = json.loads(done.stdout)
-    except ValueError as exc:
-        raise KubeconfigError(f"the exec plugin {plugin.command} printed no JSON") from exc
-    status = doc.get("status") if isinstance(doc, dict) else None
-    if not isinstance(status, dict):
-        raise KubeconfigError(f"the exec plugin {plugin.command} printed no status")
-    return status
-
-
-def _seconds_left(stamp: Any) -> float:
-    """Seconds until an RFC 3339 expiry, less the renewal margin; a credential without one
-    lasts the process (kubectl's reading)."""
-    if not stamp:
-        return float("inf")
-    try:
-        when = dt.datetime.fromisoformat(str(stamp).replace("Z", "+00:00"))
-    except ValueError:
-        return 0.0
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.UTC)
-    left = (when - dt.datetime.now(dt.UTC)).total_seconds() - EXEC_RENEW_MARGIN_S
-    return max(left, 0.0)
+def _with_cluster_info(plugin: ExecPlugin, cluster: dict[str, Any], base: Path) -> ExecPlugin:
+    """The plugin told of its cluster, as client-go tells it (`provideClusterInfo`)."""
+    info: dict[str, Any] = {"server": str(cluster.get("server") or "")}
+    ca = cluster.get("certificate-authority-data")
+    if not ca and cluster.get("certificate-authority"):
+        path = _relative(base, str(cluster["certificate-authority"]))
+        ca = base64.b64encode(path.read_bytes()).decode()
+    if ca:
+        info["certificate-authority-data"] = str(ca)
+    for key in ("insecure-skip-tls-verify", "tls-server-name"):
+        if cluster.get(key):
+            info[key] = cluster[key]
+    for ext in cluster.get("extensions") or []:
+        if isinstance(ext, dict) and ext.get("name") == "client.authentication.k8s.io/exec":
+            info["config"] = ext.get("extension")
+    return dataclasses.replace(plugin, cluster=tuple(sorted(info.items())))
 
 
 def _load(path: Path, where: str) -> dict[str, Any]:
@@ -300,7 +296,10 @@ def _load(path: Path, where: str) -> dict[str, Any]:
     except OSError as exc:
         raise KubeconfigError(f"cannot read the kubeconfig {where}: {exc.strerror}") from exc
     except yaml.YAMLError as exc:
-        raise KubeconfigError(f"the kubeconfig {path} is not YAML: {exc}") from exc
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "malformed"
+        raise KubeconfigError(f"the kubeconfig {path} is not YAML{at}: {problem}") from exc
     if doc is None:
         return {}
     if not isinstance(doc, dict):
@@ -309,9 +308,10 @@ def _load(path: Path, where: str) -> dict[str, Any]:
 
 
 def _relative(base: Path, value: str) -> Path:
-    """A path in a kubeconfig, relative to that kubeconfig's folder (kubectl's rule)."""
+    """A path in a kubeconfig, relative to that kubeconfig's folder (kubectl's rule), made
+    absolute (a plugin or a later read may run from another folder)."""
     p = Path(value).expanduser()
-    return p if p.is_absolute() else base.parent / p
+    return p if p.is_absolute() else Path(os.path.abspath(base)).parent / p
 
 
 def _file_or_data(entry: dict[str, Any], key: str, base: Path, label: str) -> str | None:
@@ -332,20 +332,26 @@ def _file_or_data(entry: dict[str, Any], key: str, base: Path, label: str) -> st
 
 
 def _private_file(data: bytes, label: str) -> str:
-    """`data` in a file only we can read, removed when the process ends."""
-    fd, name = tempfile.mkstemp(prefix=f"modelgrid-{label}-", suffix=".pem")
-    with os.fdopen(fd, "wb") as out:
-        out.write(data)
-    _TEMP_FILES.append(name)
-    return name
+    """`data` in a file only we can read, removed when the process ends; the same data is
+    the same file (a re-login or a renewed exec credential writes no new one)."""
+    key = (label, hashlib.sha256(data).hexdigest())
+    with _TEMP_LOCK:
+        name = _TEMP_FILES.get(key)
+        if name is None or not os.path.exists(name):
+            fd, name = tempfile.mkstemp(prefix=f"modelgrid-{label}-", suffix=".pem")
+            with os.fdopen(fd, "wb") as out:
+                out.write(data)
+            _TEMP_FILES[key] = name
+        return name
 
 
-_TEMP_FILES: list[str] = []
+_TEMP_FILES: dict[tuple[str, str], str] = {}
+_TEMP_LOCK = threading.Lock()
 
 
 @atexit.register
 def _remove_temp_files() -> None:
-    for name in _TEMP_FILES:
+    for name in _TEMP_FILES.values():
         with contextlib.suppress(OSError):
             os.unlink(name)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import stat
 import sys
 import threading
@@ -58,6 +59,11 @@ class _Apiserver(BaseHTTPRequestHandler):
             }
         )
         status, answer = self.server.answer(self.command, self.path.split("?")[0])
+        if status == 0:  # the request was read, and the connection drops without an answer
+            self.close_connection = True
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
         if self.path.split("?")[0].endswith("/log"):
             if self.headers.get("Accept") == "text/plain":  # as the apiserver does
                 status, answer = 406, _status(406, "NotAcceptable", "only */* or json")
@@ -225,6 +231,18 @@ def test_a_benchmark_log_is_read_as_the_apiserver_serves_it(apiserver: _Server) 
     assert progress == Progress(stage=Stage.WARMUP, run=1, runs=3)
 
 
+def test_a_post_the_server_may_have_processed_is_never_sent_twice(apiserver: _Server) -> None:
+    apiserver.script[("POST", "/jobs")] = [(0, None)]
+    with pytest.raises(ApiError, match="cannot be reached"), api_call("creating a Job"):
+        _client(apiserver).send_json("POST", "/jobs", {"kind": "Job"})
+    assert [s["method"] for s in apiserver.seen] == ["POST"]
+
+
+def test_a_webhooks_denial_over_several_lines_reads_as_one() -> None:
+    body = json.dumps(_status(400, "BadRequest", "admission webhook denied:\n  a\n  b"))
+    assert api_message(ApiException(400, "Bad Request", body)) == "admission webhook denied: a b"
+
+
 # -- watches ----------------------------------------------------------------------------------
 
 
@@ -382,8 +400,9 @@ def test_a_missing_or_malformed_kubeconfig_is_one_line(
     path = tmp_path / "config"
     if text is not None:
         path.write_text(text)
-    with pytest.raises(kc.KubeconfigError, match=words):
+    with pytest.raises(kc.KubeconfigError, match=words) as exc:
         kc.from_kubeconfig(str(path))
+    assert "\n" not in str(exc.value)
 
 
 def _exec_user(tmp_path: Path, credential: dict[str, Any], code: int = 0) -> list[dict[str, Any]]:
@@ -467,3 +486,80 @@ def test_in_cluster_reads_the_service_account(
         "Bearer",
         creds.ca_file,
     )
+
+
+def test_a_context_without_a_user_is_anonymous(tmp_path: Path) -> None:
+    contexts = [{"name": "dev", "context": {"cluster": "c"}}]
+    creds = kc.from_kubeconfig(str(_kubeconfig(tmp_path, contexts=contexts)))
+    assert creds.current() == (None, (None, None))
+
+
+@pytest.mark.parametrize(
+    ("cluster", "words"),
+    [
+        ({"server": "https://h", "proxy-url": "http://proxy:3128"}, "proxy-url is not supported"),
+        (
+            {
+                "server": "https://h",
+                "certificate-authority-data": "Q0E=",
+                "insecure-skip-tls-verify": True,
+            },
+            "exclude each other",
+        ),
+    ],
+)
+def test_cluster_settings_we_cannot_honour_are_refused(
+    tmp_path: Path, cluster: dict[str, Any], words: str
+) -> None:
+    path = _kubeconfig(tmp_path, clusters=[{"name": "c", "cluster": cluster}])
+    with pytest.raises(kc.KubeconfigError, match=words):
+        kc.from_kubeconfig(str(path))
+
+
+def test_an_exec_plugin_giving_a_certificate_runs_once_and_writes_it_once(tmp_path: Path) -> None:
+    later = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 3600))
+    status = {"clientCertificateData": "CERT", "clientKeyData": "KEY", "expirationTimestamp": later}
+    users = _exec_user(tmp_path, {"status": status})
+    creds = kc.from_kubeconfig(str(_kubeconfig(tmp_path, users=users)))
+    first = creds.current()
+    assert creds.current() == first
+    assert _runs(tmp_path) == 1
+    token, (cert, key) = first
+    assert token is None
+    assert cert is not None
+    assert key is not None
+    assert Path(cert).read_text() == "CERT"
+    again = kc.from_kubeconfig(str(_kubeconfig(tmp_path, users=users)))
+    assert again.current()[1] == (cert, key)  # the same data, the same files
+    assert creds.expires_at() is not None
+
+
+def test_a_relative_exec_command_is_found_from_any_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "conf" / "bin").mkdir(parents=True)
+    plugin = tmp_path / "conf" / "bin" / "plugin"
+    plugin.write_text(
+        f"#!{sys.executable}\n"
+        "import json, os\n"
+        "info = json.loads(os.environ['KUBERNETES_EXEC_INFO'])\n"
+        "print(json.dumps({'status': {'token': json.dumps(info['spec'])}}))\n"
+    )
+    plugin.chmod(0o700)
+    spec = {"command": "./bin/plugin", "provideClusterInfo": True}
+    clusters = [{"name": "c", "cluster": {"server": "https://h:6443"}}]
+    (tmp_path / "conf" / "config").write_text(
+        yaml.safe_dump(
+            {
+                "current-context": "dev",
+                "contexts": [{"name": "dev", "context": {"cluster": "c", "user": "u"}}],
+                "clusters": clusters,
+                "users": [{"name": "u", "user": {"exec": spec}}],
+            }
+        )
+    )
+    monkeypatch.chdir(tmp_path)
+    creds = kc.from_kubeconfig("conf/config")  # relative, and run from elsewhere
+    monkeypatch.chdir(tmp_path / "conf" / "bin")
+    told = json.loads(creds.bearer_token() or "{}")
+    assert told == {"interactive": False, "cluster": {"server": "https://h:6443"}}
