@@ -91,7 +91,7 @@ TARGETS = {
     "apply_to_status_p50_s": 0.5,
     "apply_to_status_p99_s": 2.0,
     "job_to_verdict_p50_s": 0.5,
-    "rss_mib": 150.0,
+    "rss_mib": 150e6 / 2**20,  # the 150 MB: 143.05 MiB
     "idle_requests_per_s": 2.0,
 }
 
@@ -836,14 +836,14 @@ def markdown(summary: dict[str, Any]) -> str:
         ),
         (
             "operator RSS, all finished",
-            "< 150 MiB",
+            "< 150 MB (143 MiB)",
             fmt(mem["all_finished"], " MiB"),
             "",
             verdict_mark(mem["all_finished"], TARGETS["rss_mib"]),
         ),
         (
             "operator RSS, after deleting all",
-            "< 150 MiB",
+            "< 150 MB (143 MiB)",
             fmt(mem["after_delete"], " MiB"),
             "",
             verdict_mark(mem["after_delete"], TARGETS["rss_mib"]),
@@ -851,7 +851,9 @@ def markdown(summary: dict[str, Any]) -> str:
         (
             "operator idle API requests/s",
             "< 2",
-            f"{idle['operator']:.2f}",
+            # with the operator running minus without it; the total bounds its share when the
+            # window without it is the busier one (the cluster still cleaning up the deletes)
+            f"{idle['operator']:.2f} (all traffic with it running: {idle['with_operator']:.2f})",
             "",
             verdict_mark(idle["operator"], TARGETS["idle_requests_per_s"]),
         ),

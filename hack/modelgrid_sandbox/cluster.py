@@ -248,6 +248,7 @@ def start_operator(
         "MODELGRID_METRICS_PORT": str(metrics_port),
         "MODELGRID_LIVENESS_ENDPOINT": f"http://127.0.0.1:{live_port}/healthz",
         "MALLOC_ARENA_MAX": os.environ.get("MALLOC_ARENA_MAX", "2"),  # as the chart sets it
+        "PYTHONMALLOC": os.environ.get("PYTHONMALLOC", "malloc"),  # as the chart sets it
         **(extra_env or {}),
     }
     log_path.parent.mkdir(parents=True, exist_ok=True)

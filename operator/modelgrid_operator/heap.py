@@ -4,7 +4,9 @@ A burst (a thousand qualifications created or deleted at once, a list of every J
 C heap with megabytes that Python freed but glibc keeps mapped, so the operator's RSS stays at
 its high-water mark and drifts up with every burst (measured: 14 MiB of 41 MiB free but held
 after 300 finished). `malloc_trim(0)` returns those pages; the resync calls it once a round,
-after a full garbage collection (tens of milliseconds, once every 30 s).
+after a full garbage collection (tens of milliseconds, once every 30 s). The chart, the image
+and the sandbox run the operator with `PYTHONMALLOC=malloc`, so Python's own objects live in that
+heap too (pymalloc's arenas are returned only when wholly empty, which a burst rarely leaves).
 Elsewhere than glibc (musl, macOS) there is nothing to call and it does nothing.
 """
 

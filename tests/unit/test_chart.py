@@ -280,6 +280,7 @@ def test_the_defaults_render_the_operator(helm: Path) -> None:
     assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"metrics": 8080, "healthz": 8081}
     assert env(docs) == {
         "MALLOC_ARENA_MAX": "2",
+        "PYTHONMALLOC": "malloc",
         "HOME": "/tmp",
         "MODELGRID_BENCHMARK_NAMESPACE": BENCH_NS,
         "MODELGRID_BENCH_IMAGE": "ghcr.io/firmus/modelgrid-bench:0.1.0",
@@ -347,6 +348,7 @@ def test_every_value_reaches_the_manifests(helm: Path) -> None:
     assert pod["imagePullSecrets"] == [{"name": "regcred"}]
     assert env(docs) == {
         "MALLOC_ARENA_MAX": "2",
+        "PYTHONMALLOC": "malloc",
         "HOME": "/tmp",
         "MODELGRID_BENCHMARK_NAMESPACE": "team-benchmarks",
         "MODELGRID_BENCH_IMAGE": "registry.example.com/modelgrid-bench:0.1.0-cuda12",
